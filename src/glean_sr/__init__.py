@@ -1,0 +1,40 @@
+"""glean-sr: large-factor image restoration with generative latent banks (GLEAN), pure PyTorch.
+
+The public API is imported lazily so that ``import glean_sr`` (and ``glean-sr --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "GLEAN": "glean_sr.models.glean",
+    "StyleGAN2Generator": "glean_sr.models.stylegan2",
+    "GLEANConfig": "glean_sr.config",
+    "StyleGAN2Config": "glean_sr.config",
+    "PRESETS": "glean_sr.presets",
+    "BANK_PRESETS": "glean_sr.presets",
+    "build_model": "glean_sr.models.registry",
+    "load_model": "glean_sr.weights.pretrained",
+    "save_pretrained": "glean_sr.weights.pretrained",
+    "GleanError": "glean_sr.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glean_sr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = ["__version__", *sorted(_EXPORTS)]

@@ -1,0 +1,62 @@
+"""The ``glean-sr`` command: argument parsing and error reporting only.
+
+Each subcommand lives in ``glean_sr.commands.<name>`` with ``register(subparsers)``; the work
+itself is done by library functions. Errors reach the user as one line, never a traceback
+(``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import GleanError
+
+#: subcommand modules, in the order ``--help`` lists them
+COMMANDS = ["info", "convert"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glean-sr",
+        description="Large-factor image restoration with generative latent banks (GLEAN).",
+    )
+    parser.add_argument("--version", action="version", version=f"glean-sr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"glean_sr.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GleanError as exc:
+        if args.debug:
+            raise
+        print(f"glean-sr {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"glean-sr {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"glean-sr {args.command}: internal error: {type(exc).__name__}: {exc} "
+            f"(run with --debug for details and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

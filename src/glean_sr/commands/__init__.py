@@ -1,0 +1,1 @@
+"""One module per ``glean-sr`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,35 @@
+"""``glean-sr convert SRC DST_DIR``: any supported model source to a glean-sr model directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import GleanError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a released .pth, state_dict or preset to config.json + model.safetensors",
+    )
+    p.add_argument("source", help="preset name, weight file, model directory or URL")
+    p.add_argument("output", help="directory to write (created if needed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model there")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_model
+
+    out = Path(args.output)
+    existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out / n).exists()]
+    if existing and not args.overwrite:
+        raise GleanError(f"{out} already holds a model ({', '.join(existing)}); pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise GleanError(f"{out} exists and is not a directory")
+    model = load_model(args.source)
+    model.save_pretrained(out)
+    counts = model.parameter_counts()
+    print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({counts['total']:,} parameters)")
+    return 0

@@ -1,0 +1,228 @@
+"""Architecture configurations: frozen dataclasses that are saved next to every set of weights.
+
+A configuration is the complete description of a network's shape. ``config.json`` in a glean-sr
+model directory is ``{"model_type": ..., **fields}``; :func:`config_from_dict` reads it back
+strictly (unknown or missing keys are errors, never silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+#: StyleGAN2's feature channels per resolution (config-f), before the channel multiplier.
+_BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+
+
+def stylegan2_channels(channel_multiplier: int) -> dict[int, int]:
+    """StyleGAN2's channel table: resolution -> channels (the multiplier applies from 64 up)."""
+    return {
+        res: (ch if res <= 32 else ch * channel_multiplier) for res, ch in _BASE_CHANNELS.items()
+    }
+
+
+def is_power_of_two(value: int) -> bool:
+    return isinstance(value, int) and value > 0 and value & (value - 1) == 0
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StyleGAN2Config:
+    """A StyleGAN2 (config-f) generator used as the latent bank.
+
+    ``resolution`` is the output size of the generator; ``img_channels`` the channels of its own
+    RGB branch (3 for every released bank).
+    """
+
+    model_type: ClassVar[str] = "stylegan2"
+
+    resolution: int
+    style_channels: int = 512
+    num_mlps: int = 8
+    channel_multiplier: int = 2
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    lr_mlp: float = 0.01
+    img_channels: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        if not is_power_of_two(self.resolution) or not 8 <= self.resolution <= 1024:
+            raise ConfigError(
+                f"bank resolution must be a power of two in [8, 1024], got {self.resolution!r}"
+            )
+        _check_int("style_channels", self.style_channels)
+        _check_int("num_mlps", self.num_mlps, minimum=0)
+        _check_int("channel_multiplier", self.channel_multiplier)
+        _check_int("img_channels", self.img_channels)
+        if self.blur_kernel != (1, 3, 3, 1):
+            raise ConfigError(
+                f"only blur_kernel (1, 3, 3, 1) is supported (every released StyleGAN2 uses it), "
+                f"got {self.blur_kernel}"
+            )
+        if not self.lr_mlp > 0:
+            raise ConfigError(f"lr_mlp must be > 0, got {self.lr_mlp!r}")
+
+    @property
+    def channels(self) -> dict[int, int]:
+        return stylegan2_channels(self.channel_multiplier)
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Resolutions of the synthesis blocks after the 4x4 stage: 8, 16, ..., resolution."""
+        return [2**k for k in range(3, int(math.log2(self.resolution)) + 1)]
+
+    @property
+    def num_latents(self) -> int:
+        """Number of style vectors the synthesis network consumes (w+ space)."""
+        return 2 * int(math.log2(self.resolution)) - 2
+
+    @property
+    def num_noises(self) -> int:
+        return self.num_latents - 1
+
+
+@dataclass(frozen=True)
+class GLEANConfig:
+    """GLEAN with a StyleGAN2 latent bank (CVPR 2021, Sec. 3; mmagic ``GLEANStyleGANv2``).
+
+    The fields and defaults are exactly the reference constructor's. ``in_size`` and ``out_size``
+    are powers of two with ``4 <= in_size < out_size <= 1024``.
+    """
+
+    model_type: ClassVar[str] = "glean"
+
+    in_size: int
+    out_size: int
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    style_channels: int = 512
+    num_mlps: int = 8
+    channel_multiplier: int = 2
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    lr_mlp: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        for name in ("in_size", "out_size"):
+            value = getattr(self, name)
+            if not is_power_of_two(value) or not 4 <= value <= 1024:
+                raise ConfigError(f"{name} must be a power of two in [4, 1024], got {value!r}")
+        if self.in_size >= self.out_size:
+            raise ConfigError(
+                f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
+            )
+        _check_int("rrdb_channels", self.rrdb_channels)
+        _check_int("num_rrdbs", self.num_rrdbs, minimum=0)
+        _ = self.bank  # validates the remaining fields
+
+    @property
+    def bank(self) -> StyleGAN2Config:
+        return StyleGAN2Config(
+            resolution=self.out_size,
+            style_channels=self.style_channels,
+            num_mlps=self.num_mlps,
+            channel_multiplier=self.channel_multiplier,
+            blur_kernel=self.blur_kernel,
+            lr_mlp=self.lr_mlp,
+        )
+
+    @property
+    def scale(self) -> int:
+        return self.out_size // self.in_size
+
+    @property
+    def channels(self) -> dict[int, int]:
+        return stylegan2_channels(self.channel_multiplier)
+
+    @property
+    def encoder_resolutions(self) -> list[int]:
+        """Resolutions the encoder produces features at, fine to coarse: in_size, ..., 4."""
+        return [2**k for k in range(int(math.log2(self.in_size)), 1, -1)]
+
+    @property
+    def fusion_resolutions(self) -> list[int]:
+        """Resolutions where encoder features are fused into the bank, coarse to fine."""
+        return self.encoder_resolutions[::-1]
+
+    @property
+    def decoder_resolutions(self) -> list[int]:
+        """Resolutions the decoder works at: in_size, 2 * in_size, ..., out_size."""
+        return [
+            2**k for k in range(int(math.log2(self.in_size)), int(math.log2(self.out_size)) + 1)
+        ]
+
+    @property
+    def num_latents(self) -> int:
+        return self.bank.num_latents
+
+
+_CONFIG_TYPES: dict[str, type] = {}
+
+
+def register_config(cls: type) -> type:
+    """Make a config class readable by :func:`config_from_dict` under its ``model_type``."""
+    _CONFIG_TYPES[cls.model_type] = cls
+    return cls
+
+
+register_config(StyleGAN2Config)
+register_config(GLEANConfig)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict: ``model_type`` first, then every field (tuples become lists)."""
+    out: dict[str, Any] = {"model_type": config.model_type}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> Any:
+    """Rebuild a config written by :func:`config_to_dict`; unknown or missing keys are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
+    data = dict(data)
+    model_type = data.pop("model_type", None)
+    if model_type not in _CONFIG_TYPES:
+        known = ", ".join(sorted(_CONFIG_TYPES))
+        raise ConfigError(f"unknown model_type {model_type!r} in config (known: {known})")
+    if expected_type is not None and model_type != expected_type:
+        raise ConfigError(f"expected a {expected_type!r} config, got model_type {model_type!r}")
+    cls = _CONFIG_TYPES[model_type]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {model_type} config: {', '.join(unknown)}")
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if missing:
+        raise ConfigError(f"missing key(s) in {model_type} config: {', '.join(missing)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid {model_type} config: {exc}") from None
+
+
+__all__ = [
+    "GLEANConfig",
+    "StyleGAN2Config",
+    "config_from_dict",
+    "config_to_dict",
+    "is_power_of_two",
+    "register_config",
+    "stylegan2_channels",
+]

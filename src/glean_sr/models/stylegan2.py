@@ -1,0 +1,463 @@
+"""StyleGAN2 (config-f) generator: the latent bank.
+
+The module tree and state_dict keys are mmagic's ``StyleGANv2Generator`` (the layout of every
+released GLEAN checkpoint), so released files load without renaming:
+
+    style_mapping.{1..num_mlps}.{bias, linear.weight_orig}    mapping MLP (index 0 is PixelNorm)
+    constant_input.input                                      [1, 512, 4, 4]
+    conv1.*, to_rgb1.*                                        the 4x4 stage
+    convs.{2b}, convs.{2b+1}, to_rgbs.{b}                     block b -> resolution 2 ** (b + 3)
+    injected_noise_{l}                                        stored noise of synthesis layer l
+
+Numerics follow the StyleGAN2 paper (Karras et al., CVPR 2020): equalized learning rate applied
+at run time (Sec. B of the PGGAN paper), weight modulation and demodulation (Eq. 1-3), transposed
+convolution + 4x4 FIR up-sampling, bias + leaky ReLU x sqrt(2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import StyleGAN2Config
+from .ops import bias_lrelu, blur2d, make_fir_kernel, upfirdn2d
+
+NoiseMode = Literal["const", "random", "none"]
+
+
+def _can_inplace(t: Tensor) -> bool:
+    """True when autograd does not need ``t`` (inference), so it may be overwritten."""
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
+class EqualizedWeight(nn.Module):
+    """Holds ``weight_orig`` ~ N(0, 1 / lr_mul); the used weight is ``weight_orig * scale``.
+
+    ``scale = gain * lr_mul / sqrt(fan_in)`` is applied at every forward (equalized learning rate),
+    never baked into the stored tensor, so files stay interchangeable with the reference.
+    """
+
+    def __init__(self, shape: tuple[int, ...], fan_in: int, gain: float = 1.0, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight_orig = nn.Parameter(torch.randn(shape) / lr_mul)
+        self.scale = gain * lr_mul / math.sqrt(fan_in)
+
+    def forward(self) -> Tensor:
+        return self.weight_orig * self.scale
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.weight_orig.shape)}, scale={self.scale:.6g}"
+
+
+class EqualLinear(nn.Module):
+    """Equalized-lr linear layer ``x @ W.T + bias * lr_mul``, optionally with bias + leaky ReLU.
+
+    Keys: ``linear.weight_orig [out, in]``, ``bias [out]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activate: bool = False,
+    ):
+        super().__init__()
+        self.linear = EqualizedWeight((out_features, in_features), in_features, lr_mul=lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, in]`` -> ``[N, out]``."""
+        bias = self.bias * self.lr_mul
+        if self.activate:
+            return bias_lrelu(F.linear(x, self.linear()), bias)
+        return F.linear(x, self.linear(), bias)
+
+    def extra_repr(self) -> str:
+        out_f, in_f = self.linear.weight_orig.shape
+        return f"{in_f} -> {out_f}, lr_mul={self.lr_mul}, activate={self.activate}"
+
+
+class PixelNorm(nn.Module):
+    """Normalise each latent to unit mean square: ``z * rsqrt(mean(z ** 2) + 1e-8)``."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+class FIRFilter(nn.Module):
+    """A fixed FIR filter (``kernel`` buffer) applied with ``upfirdn2d`` semantics."""
+
+    def __init__(
+        self,
+        taps: tuple[int, ...],
+        pad: tuple[int, int, int, int],
+        up: int = 1,
+        gain: float | None = None,
+    ):
+        super().__init__()
+        gain = float(up**2) if gain is None else gain
+        self.register_buffer("kernel", make_fir_kernel(taps, gain=gain))
+        self.pad = pad
+        self.up = up
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.up == 1:
+            return blur2d(x, self.kernel, self.pad)
+        return upfirdn2d(x, self.kernel, up=self.up, pad=self.pad)
+
+    def extra_repr(self) -> str:
+        return f"up={self.up}, pad={self.pad}"
+
+
+class ModulatedConv2d(nn.Module):
+    """Modulated (and demodulated) convolution, StyleGAN2 Eq. 1-3.
+
+    Keys: ``weight_orig [1, out, in, k, k]``, ``style_modulation.{bias, linear.weight_orig}``,
+    ``blur.kernel [4, 4]`` when up-sampling.
+
+    The modulation is applied either to the weights (one kernel per sample, a grouped
+    convolution) or to the activations (scale the input channels, one shared convolution, scale
+    the output channels), whichever moves fewer numbers; both compute the same function.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        style_channels: int,
+        *,
+        demodulate: bool = True,
+        upsample: bool = False,
+        blur_kernel: tuple[int, ...] = (1, 3, 3, 1),
+        eps: float = 1e-8,
+    ):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.eps = eps
+        self.style_modulation = EqualLinear(style_channels, in_channels, bias_init=1.0)
+        fan_in = in_channels * kernel_size * kernel_size
+        self.weight_orig = nn.Parameter(
+            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size)
+        )
+        self.scale = 1.0 / math.sqrt(fan_in)
+        if upsample:
+            # conv_transpose(stride 2) gives 2H + 1 samples; the 4-tap blur with pad 1 on both
+            # sides brings it back to 2H (gain 4 = up ** 2 keeps the DC level).
+            self.blur = FIRFilter(blur_kernel, pad=(1, 1, 1, 1), gain=4.0)
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        """``x: [N, in, H, W]``, ``w: [N, style_channels]`` -> ``[N, out, H', W']``.
+
+        ``H' = 2H`` when up-sampling, else ``H``.
+        """
+        n, c, h, wd = x.shape
+        styles = self.style_modulation(w)  # [N, in]
+        weight = self.weight_orig[0] * self.scale  # [out, in, k, k]
+        dcoefs = None
+        if self.demodulate:
+            wsq = weight.square().sum(dim=(2, 3))  # [out, in]
+            dcoefs = torch.rsqrt(styles.square() @ wsq.t() + self.eps)  # [N, out]
+        out_hw = (2 * h) * (2 * wd) if self.upsample else h * wd
+        weight_cost = n * self.out_channels * c * self.kernel_size**2
+        act_cost = n * (c * h * wd + self.out_channels * out_hw)
+        if weight_cost <= act_cost:
+            return self._forward_weight_modulated(x, weight, styles, dcoefs)
+        return self._forward_activation_modulated(x, weight, styles, dcoefs)
+
+    def _forward_weight_modulated(
+        self, x: Tensor, weight: Tensor, styles: Tensor, dcoefs: Tensor | None
+    ) -> Tensor:
+        n, c, h, wd = x.shape
+        k = self.kernel_size
+        w = weight[None] * styles[:, None, :, None, None]  # [N, out, in, k, k]
+        if dcoefs is not None:
+            w = w * dcoefs[:, :, None, None, None]
+        x = x.reshape(1, n * c, h, wd)  # [1, N*in, H, W]
+        if self.upsample:
+            w = w.transpose(1, 2).reshape(n * c, self.out_channels, k, k)  # [N*in, out, k, k]
+            x = F.conv_transpose2d(x, w, stride=2, groups=n)
+            x = x.reshape(n, self.out_channels, *x.shape[-2:])
+            return self.blur(x)
+        w = w.reshape(n * self.out_channels, c, k, k)
+        x = F.conv2d(x, w, padding=k // 2, groups=n)
+        return x.reshape(n, self.out_channels, *x.shape[-2:])
+
+    def _forward_activation_modulated(
+        self, x: Tensor, weight: Tensor, styles: Tensor, dcoefs: Tensor | None
+    ) -> Tensor:
+        x = x * styles[:, :, None, None].to(x.dtype)
+        if self.upsample:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            if dcoefs is not None:
+                x.mul_(dcoefs[:, :, None, None].to(x.dtype))
+            return self.blur(x)
+        x = F.conv2d(x, weight, padding=self.kernel_size // 2)
+        if dcoefs is not None:
+            x.mul_(dcoefs[:, :, None, None].to(x.dtype))
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels} -> {self.out_channels}, k={self.kernel_size}, "
+            f"upsample={self.upsample}, demodulate={self.demodulate}"
+        )
+
+
+class NoiseInjection(nn.Module):
+    """``x + weight * noise``; ``weight`` is a learned scalar (key ``weight [1]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        noise = noise.to(x.dtype)
+        if _can_inplace(x):
+            return x.add_(noise * self.weight.to(x.dtype))
+        return x + self.weight.to(x.dtype) * noise
+
+
+class BiasAct(nn.Module):
+    """Per-channel bias then leaky ReLU(0.2) x sqrt(2) (key ``bias [C]``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return bias_lrelu(x, self.bias, inplace=_can_inplace(x))
+
+
+class ModulatedStyleConv(nn.Module):
+    """Modulated conv -> noise -> bias + activation (one synthesis layer)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        style_channels: int,
+        *,
+        upsample: bool = False,
+        blur_kernel: tuple[int, ...] = (1, 3, 3, 1),
+    ):
+        super().__init__()
+        self.conv = ModulatedConv2d(
+            in_channels,
+            out_channels,
+            3,
+            style_channels,
+            upsample=upsample,
+            blur_kernel=blur_kernel,
+        )
+        self.noise_injector = NoiseInjection()
+        self.activate = BiasAct(out_channels)
+
+    def forward(self, x: Tensor, w: Tensor, noise: Tensor | None) -> Tensor:
+        """``x: [N, in, H, W]``, ``w: [N, S]``, ``noise: [1 or N, 1, H', W']`` or None."""
+        x = self.conv(x, w)
+        if noise is not None:
+            x = self.noise_injector(x, noise)
+        return self.activate(x)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv (no demodulation) + bias, plus the up-sampled previous image."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        style_channels: int,
+        out_channels: int = 3,
+        *,
+        upsample: bool = True,
+        blur_kernel: tuple[int, ...] = (1, 3, 3, 1),
+    ):
+        super().__init__()
+        if upsample:
+            # upfirdn2d(up=2) with the 4-tap kernel: pad (2, 1) keeps the grid aligned.
+            self.upsample = FIRFilter(blur_kernel, pad=(2, 1, 2, 1), up=2)
+        self.conv = ModulatedConv2d(in_channels, out_channels, 1, style_channels, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
+        img = self.conv(x, w) + self.bias.to(x.dtype)
+        if skip is not None:
+            img = img + self.upsample(skip)
+        return img
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 input of the synthesis network (key ``input [1, C, 4, 4]``)."""
+
+    def __init__(self, channels: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> Tensor:
+        return self.input.expand(batch, -1, -1, -1)
+
+
+class StyleGAN2Generator(nn.Module):
+    """StyleGAN2 config-f generator (mapping + synthesis) in the mmagic key layout.
+
+    ``generate`` samples images; GLEAN drives ``conv1`` and :meth:`style_block` directly with
+    latents from its encoder.
+    """
+
+    def __init__(self, config: StyleGAN2Config):
+        super().__init__()
+        self.config = config
+        ch = config.channels
+        s = config.style_channels
+        bk = config.blur_kernel
+        self.style_mapping = nn.Sequential(
+            PixelNorm(),
+            *[
+                EqualLinear(s, s, lr_mul=config.lr_mlp, activate=True)
+                for _ in range(config.num_mlps)
+            ],
+        )
+        self.constant_input = ConstantInput(ch[4])
+        self.conv1 = ModulatedStyleConv(ch[4], ch[4], s, blur_kernel=bk)
+        self.to_rgb1 = ToRGB(ch[4], s, config.img_channels, upsample=False, blur_kernel=bk)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_ch = ch[4]
+        for res in config.resolutions:
+            self.convs.append(ModulatedStyleConv(in_ch, ch[res], s, upsample=True, blur_kernel=bk))
+            self.convs.append(ModulatedStyleConv(ch[res], ch[res], s, blur_kernel=bk))
+            self.to_rgbs.append(ToRGB(ch[res], s, config.img_channels, blur_kernel=bk))
+            in_ch = ch[res]
+        for layer in range(config.num_noises):
+            res = 2 ** ((layer + 5) // 2)
+            self.register_buffer(f"injected_noise_{layer}", torch.randn(1, 1, res, res))
+
+    # -- structure -------------------------------------------------------------------------------
+
+    @staticmethod
+    def first_layer(res: int) -> int:
+        """Index of the up-sampling synthesis layer that produces resolution ``res``.
+
+        Layer 0 is ``conv1`` (4x4); resolution ``res = 2 ** k`` has layers ``2k - 5`` (up-sampling)
+        and ``2k - 4``; its ToRGB reads latent ``2k - 3``. Noise map ``l`` and latent ``l`` belong
+        to layer ``l``.
+        """
+        return 2 * int(math.log2(res)) - 5
+
+    def block(self, res: int) -> tuple[ModulatedStyleConv, ModulatedStyleConv, ToRGB]:
+        """The (up-sampling conv, conv, ToRGB) modules producing resolution ``res`` (8 .. out)."""
+        b = int(math.log2(res)) - 3
+        return self.convs[2 * b], self.convs[2 * b + 1], self.to_rgbs[b]
+
+    def noise(self, layer: int, x: Tensor, mode: NoiseMode) -> Tensor | None:
+        """Noise for synthesis layer ``layer`` whose output has ``x``'s batch and size."""
+        if mode == "const":
+            return getattr(self, f"injected_noise_{layer}")
+        if mode == "random":
+            res = 2 ** ((layer + 5) // 2)
+            return torch.randn(x.shape[0], 1, res, res, device=x.device, dtype=x.dtype)
+        if mode == "none":
+            return None
+        raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {mode!r}")
+
+    # -- forward paths ---------------------------------------------------------------------------
+
+    def mapping(
+        self, z: Tensor, truncation_psi: float = 1.0, w_avg: Tensor | None = None
+    ) -> Tensor:
+        """``z: [N, S]`` -> ``w: [N, S]``; truncation pulls ``w`` towards ``w_avg`` when psi < 1."""
+        w = self.style_mapping(z)
+        if truncation_psi != 1.0:
+            if w_avg is None:
+                w_avg = self.mean_latent()
+            w = w_avg.to(w) + truncation_psi * (w - w_avg.to(w))
+        return w
+
+    @torch.no_grad()
+    def mean_latent(self, num_samples: int = 4096, seed: int = 0) -> Tensor:
+        """Mean of ``w`` over ``num_samples`` seeded ``z`` draws: the truncation centre ``[S]``."""
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(num_samples, self.config.style_channels, generator=g)
+        param = self.constant_input.input
+        return self.style_mapping(z.to(param)).mean(dim=0)
+
+    def style_block(
+        self, res: int, x: Tensor, ws: Tensor, noise_mode: NoiseMode = "const"
+    ) -> Tensor:
+        """Run the two synthesis layers that produce resolution ``res``.
+
+        ``x: [N, C_{res/2}, res/2, res/2]``, ``ws: [N, L, S]`` -> ``[N, C_res, res, res]``.
+        """
+        up_conv, conv, _ = self.block(res)
+        layer = self.first_layer(res)
+        x = up_conv(x, ws[:, layer], self.noise(layer, x, noise_mode))
+        return conv(x, ws[:, layer + 1], self.noise(layer + 1, x, noise_mode))
+
+    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const") -> Tensor:
+        """``ws: [N, L, S]`` (w+ latents) -> image ``[N, img_channels, R, R]`` in about [-1, 1]."""
+        expected = (self.config.num_latents, self.config.style_channels)
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != expected:
+            raise ValueError(f"ws must be [N, {expected[0]}, {expected[1]}], got {list(ws.shape)}")
+        x = self.constant_input(ws.shape[0])
+        x = self.conv1(x, ws[:, 0], self.noise(0, x, noise_mode))
+        img = self.to_rgb1(x, ws[:, 1])
+        for res in self.config.resolutions:
+            x = self.style_block(res, x, ws, noise_mode)
+            img = self.block(res)[2](x, ws[:, self.first_layer(res) + 2], img)
+        return img
+
+    def generate(
+        self,
+        z: Tensor | None = None,
+        *,
+        w: Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: NoiseMode = "const",
+        w_avg: Tensor | None = None,
+    ) -> Tensor:
+        """Sample images from ``z: [N, S]`` or from ``w: [N, S]`` / ``[N, L, S]``.
+
+        ``noise_mode='const'`` uses the stored noise maps (deterministic); ``'random'`` draws new
+        noise; ``'none'`` disables noise. Returns ``[N, img_channels, R, R]``, RGB in about [-1, 1].
+        """
+        if (z is None) == (w is None):
+            raise ValueError("pass exactly one of z or w")
+        if z is not None:
+            if z.ndim != 2 or z.shape[1] != self.config.style_channels:
+                raise ValueError(
+                    f"z must be [N, {self.config.style_channels}], got {list(z.shape)}"
+                )
+            w = self.mapping(z, truncation_psi, w_avg)
+        elif truncation_psi != 1.0:
+            center = self.mean_latent() if w_avg is None else w_avg
+            w = center.to(w) + truncation_psi * (w - center.to(w))
+        assert w is not None
+        if w.ndim == 2:
+            w = w[:, None].expand(-1, self.config.num_latents, -1)
+        return self.synthesis(w, noise_mode)
+
+    def forward(self, z: Tensor, truncation_psi: float = 1.0, noise_mode: NoiseMode = "const"):
+        return self.generate(z, truncation_psi=truncation_psi, noise_mode=noise_mode)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"resolution={c.resolution}, style_channels={c.style_channels}, "
+            f"num_mlps={c.num_mlps}, channel_multiplier={c.channel_multiplier}"
+        )

@@ -1,0 +1,145 @@
+"""The one table of named models: architecture, where the weights come from, and their checksum.
+
+Released GLEAN weights (mmediting 0.x, trained by the paper's authors) and the official StyleGAN2
+banks converted by OpenMMLab. The 8 hex digits at the end of each file name are the first
+8 digits of the file's SHA-256 (mmcv's ``publish_model``); downloads are verified against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import GLEANConfig, StyleGAN2Config
+
+_GLEAN_URL = "https://download.openmmlab.com/mmediting/restorers/glean/"
+_BANK_URL = "http://download.openmmlab.com/mmediting/stylegan2/official_weights/"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: its architecture and, for released weights, where to get them."""
+
+    name: str
+    config: Any
+    category: str
+    description: str
+    url: str | None = None
+    sha256_prefix: str | None = None
+    psnr: float | None = None  # the released README's PSNR (RGB) on its test set
+
+    @property
+    def filename(self) -> str | None:
+        return self.url.rsplit("/", 1)[-1] if self.url else None
+
+
+def _glean(name: str, in_size: int, out_size: int, **kwargs: Any) -> Preset:
+    return Preset(name=name, config=GLEANConfig(in_size=in_size, out_size=out_size), **kwargs)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        _glean(
+            "glean_cat_8x",
+            32,
+            256,
+            category="cat",
+            description="8x bicubic SR of cats (LSUN-cat bank), test set Cat100",
+            url=_GLEAN_URL + "glean_cat_8x_20210614-d3ac8683.pth",
+            sha256_prefix="d3ac8683",
+            psnr=23.98,
+        ),
+        _glean(
+            "glean_ffhq_16x",
+            64,
+            1024,
+            category="face",
+            description="16x bicubic SR of aligned faces (FFHQ bank), test set CelebA-HQ val100",
+            url=_GLEAN_URL + "glean_ffhq_16x_20210527-61a3afad.pth",
+            sha256_prefix="61a3afad",
+            psnr=26.91,
+        ),
+        _glean(
+            "glean_cat_16x",
+            16,
+            256,
+            category="cat",
+            description="16x bicubic SR of cats (LSUN-cat bank), test set Cat100",
+            url=_GLEAN_URL + "glean_cat_16x_20210527-68912543.pth",
+            sha256_prefix="68912543",
+            psnr=20.88,
+        ),
+        _glean(
+            "glean_in128out1024_4x2_300k_ffhq_celebahq",
+            128,
+            1024,
+            category="face",
+            description="blind restoration of real aligned faces, 128 -> 1024 (FFHQ bank)",
+            url=_GLEAN_URL + "glean_in128out1024_4x2_300k_ffhq_celebahq_20210812-acbcb04f.pth",
+            sha256_prefix="acbcb04f",
+            psnr=27.94,
+        ),
+    ]
+}
+
+#: Official StyleGAN2 config-f banks as converted by OpenMMLab (mmagic layout: ``generator.*``,
+#: ``generator_ema.*``, ``discriminator.*``). GLEAN training starts from ``generator_ema``.
+BANK_PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "stylegan2_ffhq_1024",
+            StyleGAN2Config(resolution=1024),
+            "face",
+            "StyleGAN2 config-f trained on FFHQ 1024",
+            _BANK_URL + "stylegan2-ffhq-config-f-official_20210327_171224-bce9310c.pth",
+            "bce9310c",
+        ),
+        Preset(
+            "stylegan2_cat_256",
+            StyleGAN2Config(resolution=256),
+            "cat",
+            "StyleGAN2 config-f trained on LSUN cat 256",
+            _BANK_URL + "stylegan2-cat-config-f-official_20210327_172444-15bc485b.pth",
+            "15bc485b",
+        ),
+        Preset(
+            "stylegan2_car_512",
+            StyleGAN2Config(resolution=512),
+            "car",
+            "StyleGAN2 config-f trained on LSUN car (512 x 384 padded to 512)",
+            _BANK_URL + "stylegan2-car-config-f-official_20210327_172340-8cfe053c.pth",
+            "8cfe053c",
+        ),
+        Preset(
+            "stylegan2_horse_256",
+            StyleGAN2Config(resolution=256),
+            "horse",
+            "StyleGAN2 config-f trained on LSUN horse 256",
+            _BANK_URL + "stylegan2-horse-config-f-official_20210327_173203-ef3e69ca.pth",
+            "ef3e69ca",
+        ),
+        Preset(
+            "stylegan2_church_256",
+            StyleGAN2Config(resolution=256),
+            "church",
+            "StyleGAN2 config-f trained on LSUN church 256",
+            _BANK_URL + "stylegan2-church-config-f-official_20210327_172657-1d42b7d1.pth",
+            "1d42b7d1",
+        ),
+    ]
+}
+
+
+def register_preset(preset: Preset) -> None:
+    """Add an architecture-only or downloadable preset (used by model families added later)."""
+    PRESETS[preset.name] = preset
+
+
+def find_preset_for_config(config: Any) -> str | None:
+    """Name of the first preset whose architecture equals ``config``, if any."""
+    for name, preset in PRESETS.items():
+        if preset.config == config:
+            return name
+    return None

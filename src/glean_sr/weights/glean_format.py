@@ -1,0 +1,199 @@
+"""GLEAN state_dicts in the wild: recognise the container, strip prefixes, infer the architecture
+from tensor shapes, and report mismatches precisely.
+
+Released checkpoints (mmediting 0.x ``tools/publish_model.py``) are ``{"meta": ..., "state_dict":
+{...}}`` whose keys are the restorer's: ``generator.<GLEAN key>`` for the network, plus
+``discriminator.*`` and ``perceptual_loss.*`` (training-only parts, ignored on an allow-list).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import GLEANConfig
+from ..errors import ConfigError, WeightsError
+
+#: Sub-modules of the reference restorer that are not part of the network; ignored on load.
+RESTORER_EXTRA_PREFIXES = ("discriminator.", "perceptual_loss.")
+
+
+@dataclass
+class UnwrappedWeights:
+    state_dict: dict[str, Tensor]
+    format: str
+    #: keys of the container that are neither network nor allow-listed extras (strict: an error)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    )
+
+
+def unwrap_restorer_checkpoint(obj: Any, name: str) -> UnwrappedWeights:
+    """Find the network's state_dict inside a released checkpoint or a bare state_dict."""
+    wrapped = isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+    if wrapped:
+        sd = obj["state_dict"]
+    elif isinstance(obj, Mapping):
+        sd = obj
+    else:
+        raise WeightsError(f"{name}: expected a dict of tensors, found a {type(obj).__name__}")
+    if not _is_tensor_dict(sd):
+        bad = next((k for k, v in sd.items() if not isinstance(v, Tensor)), None)
+        detail = f" (entry {bad!r} is not a tensor)" if bad is not None else " (it is empty)"
+        raise WeightsError(f"{name}: not a state_dict of tensors{detail}")
+    if not any(k.startswith("generator.encoder.") for k in sd):
+        fmt = "state_dict in a checkpoint" if wrapped else "bare state_dict"
+        return UnwrappedWeights(dict(sd), fmt)
+    out: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    ignored = 0
+    for key, value in sd.items():
+        if key.startswith("generator."):
+            out[key[len("generator.") :]] = value
+        elif key.startswith(RESTORER_EXTRA_PREFIXES):
+            ignored += 1
+        else:
+            unexpected.append(key)
+    fmt = "mmediting/mmagic checkpoint" if wrapped else "restorer state_dict (generator.* keys)"
+    return UnwrappedWeights(out, fmt, unexpected, ignored)
+
+
+def _count_indexed(sd: Mapping[str, Tensor], pattern: str) -> int:
+    """Number of distinct integers ``i`` among keys matching ``pattern`` (with one ``(\\d+)``)."""
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in sd if (m := rx.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def _need(sd: Mapping[str, Tensor], key: str, name: str) -> Tensor:
+    if key not in sd:
+        raise WeightsError(
+            f"{name}: cannot infer the GLEAN architecture: key '{key}' is missing "
+            f"(not a GLEAN checkpoint, or the file is truncated)"
+        )
+    return sd[key]
+
+
+def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEANConfig:
+    """Read GLEAN's constructor arguments off the tensor shapes of an (unprefixed) state_dict."""
+    conv_first = _need(sd, "encoder.0.0.conv_first.weight", name)
+    num_fusions = _count_indexed(sd, r"fusion_out\.(\d+)\.weight$")
+    num_convs = _count_indexed(sd, r"generator\.convs\.(\d+)\.")
+    if num_fusions == 0 or num_convs == 0:
+        raise WeightsError(
+            f"{name}: cannot infer the GLEAN architecture: no fusion_out/generator.convs keys "
+            f"(not a GLEAN checkpoint, or the file is truncated)"
+        )
+    in_size = 2 ** (num_fusions + 1)
+    out_size = 2 ** (num_convs // 2 + 2)
+    style = _need(sd, "generator.conv1.conv.style_modulation.linear.weight_orig", name)
+    num_mlps = _count_indexed(sd, r"generator\.style_mapping\.(\d+)\.bias$")
+    num_mlps = max(num_mlps - 1, 0)  # index 0 is the parameter-free PixelNorm
+    channel_multiplier = 2  # below 64 px the multiplier changes no tensor: keep the default
+    if out_size >= 64:
+        key = f"generator.convs.{2 * (6 - 3) + 1}.conv.weight_orig"  # the block at 64x64
+        channel_multiplier = max(int(_need(sd, key, name).shape[1]) // 256, 1)
+    try:
+        return GLEANConfig(
+            in_size=in_size,
+            out_size=out_size,
+            img_channels=int(conv_first.shape[1]),
+            rrdb_channels=int(conv_first.shape[0]),
+            num_rrdbs=_count_indexed(sd, r"encoder\.0\.0\.body\.(\d+)\."),
+            style_channels=int(style.shape[1]),
+            num_mlps=num_mlps,
+            channel_multiplier=channel_multiplier,
+        )
+    except ConfigError as exc:
+        raise WeightsError(f"{name}: the tensors describe no valid GLEAN ({exc})") from None
+
+
+#: Architecture inferers, tried in order; each returns a config or None if the keys are not its.
+INFERERS: list[tuple[Callable[[Mapping[str, Tensor]], bool], Callable[..., Any]]] = [
+    (
+        lambda sd: "encoder.0.0.conv_first.weight" in sd or "fusion_out.0.weight" in sd,
+        infer_glean_config,
+    ),
+]
+
+
+def infer_config(sd: Mapping[str, Tensor], name: str = "weights") -> Any:
+    for matches, infer in INFERERS:
+        if matches(sd):
+            return infer(sd, name)
+    sample = ", ".join(sorted(sd)[:3])
+    raise WeightsError(
+        f"{name}: not a GLEAN-family state_dict (first keys: {sample}); for a StyleGAN2 bank "
+        f"use 'glean-sr convert-bank'"
+    )
+
+
+@dataclass
+class Mismatch:
+    missing: list[str]
+    unexpected: list[str]
+    misshaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, file shape, model shape
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshaped)
+
+    def describe(self, limit: int = 4) -> str:
+        def listing(items: list[str]) -> str:
+            shown = ", ".join(items[:limit])
+            more = f", +{len(items) - limit} more" if len(items) > limit else ""
+            return shown + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({listing(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({listing(self.unexpected)})")
+        if self.misshaped:
+            items = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.misshaped]
+            parts.append(f"{len(self.misshaped)} mis-shaped ({listing(items)})")
+        return "; ".join(parts)
+
+
+def compare_state_dict(
+    expected: Mapping[str, Tensor], found: Mapping[str, Tensor], extra_unexpected: list[str] = ()
+) -> Mismatch:
+    """Strict comparison of key sets and shapes (``expected`` may live on the meta device)."""
+    missing = sorted(k for k in expected if k not in found)
+    unexpected = sorted([k for k in found if k not in expected] + list(extra_unexpected))
+    misshaped = sorted(
+        (k, tuple(found[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    )
+    return Mismatch(missing, unexpected, misshaped)
+
+
+def to_float32(sd: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+    """All GLEAN tensors are float32; half-precision files are widened, anything else refused.
+
+    Tensors that are not 64-byte aligned (safetensors packs them back to back) are copied:
+    oneDNN picks other kernels for unaligned weights, which would make results depend on the
+    file format by a few 1e-8.
+    """
+    out = {}
+    for key, value in sd.items():
+        if not torch.is_floating_point(value):
+            raise WeightsError(f"{name}: tensor '{key}' has dtype {value.dtype}, expected float")
+        if value.dtype != torch.float32:
+            value = value.float()
+        elif value.data_ptr() % 64:
+            value = value.clone()
+        out[key] = value
+    return out
