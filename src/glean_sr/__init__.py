@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_model": "glean_sr.weights.pretrained",
     "save_pretrained": "glean_sr.weights.pretrained",
     "GleanError": "glean_sr.errors",
+    "imresize": "glean_sr.data.imresize",
 }
 
 

@@ -1,0 +1,1 @@
+"""Data: MATLAB-compatible resizing, degradations and datasets."""

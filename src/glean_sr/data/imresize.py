@@ -1,0 +1,137 @@
+"""MATLAB-compatible ``imresize`` (bicubic, with antialiasing when shrinking).
+
+Why it matters: the released GLEAN models were trained and evaluated on inputs made with MATLAB's
+``imresize(gt, 1/s, 'bicubic')`` (mmediting's ``MATLABLikeResize``). Other bicubic resizers (PIL,
+OpenCV, torch) differ in their kernel, their antialiasing or their border handling, and a model
+fed such inputs restores visibly worse (the spec's notes on the incumbent's complaints).
+
+The algorithm is MATLAB's: Keys' cubic kernel with ``a = -0.5``; when shrinking by ``scale < 1``
+(with antialiasing) the kernel is stretched to ``kernel(scale * x) * scale`` over a support of
+``4 / scale``; output pixel ``x`` (1-based) samples the input at ``u = x / scale + 0.5 * (1 - 1 /
+scale)``; weights are normalised to sum to one; out-of-range taps are mirrored
+(``[1..n, n..1]`` repeated, i.e. symmetric padding); the dimension with the smaller scale is
+resized first. Integer images are computed in float64 and rounded back to their dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``cubic``)."""
+    ax = np.abs(x)
+    ax2, ax3 = ax**2, ax**3
+    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
+        (ax > 1) & (ax <= 2)
+    )
+
+
+def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool = True):
+    """The ``[out_length, in_length]`` float64 matrix that resizes one axis like MATLAB."""
+    kernel_width = 4.0
+    if scale < 1 and antialiasing:
+
+        def kernel(x: np.ndarray) -> np.ndarray:
+            return scale * _cubic(scale * x)
+
+        kernel_width = kernel_width / scale
+    else:
+        kernel = _cubic
+    x = np.arange(1, out_length + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - kernel_width / 2)
+    taps = math.ceil(kernel_width) + 2
+    indices = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]  # 1-based
+    weights = kernel(u[:, None] - indices)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    keep = np.any(weights != 0, axis=0)  # MATLAB drops all-zero tap columns
+    weights, indices = weights[:, keep], indices[:, keep].astype(np.int64)
+    mirror = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
+    indices = mirror[np.mod(indices - 1, 2 * in_length)]
+    matrix = np.zeros((out_length, in_length), dtype=np.float64)
+    np.add.at(
+        matrix,
+        (np.repeat(np.arange(out_length), indices.shape[1]), indices.ravel()),
+        weights.ravel(),
+    )
+    return matrix
+
+
+def _output_size(
+    in_hw: tuple[int, int],
+    scale: float | Sequence[float] | None,
+    size: Sequence[int] | None,
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    if (scale is None) == (size is None):
+        raise ValueError("imresize needs exactly one of scale or size")
+    if size is not None:
+        out_h, out_w = (int(size[0]), int(size[1]))
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"size must be positive, got {tuple(size)}")
+        return (out_h, out_w), (out_h / in_hw[0], out_w / in_hw[1])
+    sh, sw = (scale, scale) if np.isscalar(scale) else tuple(scale)  # type: ignore[misc]
+    if sh <= 0 or sw <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    # MATLAB: output size = ceil(input size * scale)
+    out = (math.ceil(in_hw[0] * sh - 1e-9), math.ceil(in_hw[1] * sw - 1e-9))
+    return out, (float(sh), float(sw))
+
+
+def imresize(
+    img: np.ndarray | Tensor,
+    scale: float | Sequence[float] | None = None,
+    *,
+    size: Sequence[int] | None = None,
+    antialiasing: bool = True,
+) -> np.ndarray | Tensor:
+    """Resize like MATLAB's ``imresize(img, scale_or_size, 'bicubic')``.
+
+    Args:
+        img: a NumPy image ``[H, W]`` or ``[H, W, C]`` (uint8, uint16 or float), or a torch
+            tensor ``[..., H, W]`` (floating point, e.g. ``[N, C, H, W]``).
+        scale: one factor or ``(scale_h, scale_w)``; the output is ``ceil(H * scale)``.
+        size: the output ``(H, W)`` instead of a scale.
+        antialiasing: stretch the kernel when shrinking (MATLAB's default, True).
+
+    Returns:
+        The resized image of the same kind. Integer inputs are rounded and clipped back to their
+        dtype; float inputs are not clipped (bicubic overshoots slightly at edges).
+    """
+    if isinstance(img, Tensor):
+        if not torch.is_floating_point(img) or img.ndim < 2:
+            raise ValueError(f"tensor input must be floating point [..., H, W], got {img.dtype}")
+        in_hw = (img.shape[-2], img.shape[-1])
+    else:
+        img = np.asarray(img)
+        if img.ndim not in (2, 3):
+            raise ValueError(f"array input must be [H, W] or [H, W, C], got shape {img.shape}")
+        in_hw = (img.shape[0], img.shape[1])
+    (out_h, out_w), (sh, sw) = _output_size(in_hw, scale, size)
+    mh = resize_matrix(in_hw[0], out_h, sh, antialiasing)
+    mw = resize_matrix(in_hw[1], out_w, sw, antialiasing)
+    # MATLAB resizes the dimension with the smaller scale first
+    steps = [(mh, "h"), (mw, "w")] if sh <= sw else [(mw, "w"), (mh, "h")]
+
+    if isinstance(img, Tensor):
+        dtype = torch.float64 if img.dtype == torch.float64 else torch.float32
+        x = img.to(dtype)
+        for matrix, axis in steps:
+            dim = x.ndim - 2 if axis == "h" else x.ndim - 1
+            m = torch.from_numpy(matrix).to(img.device, dtype)
+            x = torch.tensordot(m, x, dims=([1], [dim])).movedim(0, dim)
+        return x.to(img.dtype)
+
+    x = img.astype(np.float64)
+    for matrix, axis in steps:
+        dim = 0 if axis == "h" else 1
+        x = np.moveaxis(np.tensordot(matrix, x, axes=([1], [dim])), 0, dim)
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)  # MATLAB's uint8()/uint16() round half away from zero
+        return np.clip(np.floor(x + 0.5), info.min, info.max).astype(img.dtype)
+    return x.astype(img.dtype)
