@@ -24,8 +24,8 @@ Reading (:func:`read_image`):
 
 Writing (:func:`write_image`): PNG keeps 8 or 16 bits, alpha and the ICC profile; JPEG (quality
 95, no chroma subsampling), WebP (quality 95), TIFF and BMP write 8 bits (TIFF 16 bits for
-grayscale); what a format cannot hold (alpha in JPEG and BMP, 16 bits) is dropped with a note. Files are
-written atomically and never replace an existing file unless ``overwrite=True``.
+grayscale); what a format cannot hold (alpha in JPEG and BMP, 16 bits) is dropped with a note.
+Files are written atomically and never replace an existing file unless ``overwrite=True``.
 
 Model tensors: :func:`pixels_to_tensor` and :func:`tensor_to_pixels` convert between pixels and
 the ``[N, 3, H, W]`` RGB tensors in ``[-1, 1]`` that GLEAN takes and returns (Sec. 3 of the
@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import struct
 import sys
 import warnings
@@ -149,9 +150,9 @@ class ImageData:
         return self.pixels.shape[2] == 1
 
     @property
-    def name(self) -> str:
-        """The source file's name, or ``"<image>"``."""
-        return self.source.name if self.source is not None else "<image>"
+    def label(self) -> str:
+        """The source file as given, or ``"<image>"``: how messages name the image."""
+        return str(self.source) if self.source is not None else "<image>"
 
     def replace(self, **changes) -> ImageData:
         """A copy with some fields changed (``pixels=``, ``alpha=``, ``notes=``, ...)."""
@@ -200,7 +201,12 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused as a possible decompression bomb: {exc}") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) ..."
+        what = f"{int(found.group(1)):,} pixels is" if found else "it has"
+        raise ImageError(
+            f"{path}: {what} more than twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
+            "(a decompression bomb?); raise the limit only if you trust the file"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{path}: not an image file that can be read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)"
@@ -248,6 +254,7 @@ def _decode(im: Image.Image, path: Path | None, allow_reread: bool = True) -> Im
     if n_frames > 1:
         notes.append(f"first of {n_frames} frames used")
     tiles = list(getattr(im, "tile", None) or [])  # before load() empties it
+    im.load()  # first: decoding errors must surface here, not inside getexif() (PNG loads there)
     icc = im.info.get("icc_profile") or None
     orientation = _exif_orientation(im, notes)
 
@@ -258,7 +265,6 @@ def _decode(im: Image.Image, path: Path | None, allow_reread: bool = True) -> Im
         color, alpha = (values[..., :-1], values[..., -1]) if mode.endswith("A") else (values, None)
         bit_depth = 16
     else:
-        im.load()
         color, alpha, bit_depth, mode = _pixels_of(im, notes)
 
     if orientation in _ORIENTATIONS:
