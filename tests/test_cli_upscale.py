@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from imagefiles import bad_files, png_decode, png_encode
 from PIL import Image, ImageCms
 from skimage import data
 
+from conftest import run_cli
 from glean_sr.data.imresize import imresize
+from imagefiles import bad_files, png_decode, png_encode
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 IN, OUT = 8, 32

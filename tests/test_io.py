@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from imagefiles import bad_files, png_decode, png_encode
 from PIL import Image, ImageCms, ImageOps
 from skimage import data
 
@@ -20,6 +19,7 @@ from glean_sr.io import (
     to_pil,
     write_image,
 )
+from imagefiles import bad_files, png_decode, png_encode
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

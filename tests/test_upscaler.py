@@ -125,7 +125,7 @@ def test_output_follows_the_input_kind(tiny_model, astronaut):
     out16 = up(deep).image
     assert out16.dtype == np.uint16 and out16.shape == (OUT, OUT, 3)
     outf = up(astronaut / 255.0).image
-    assert outf.dtype == np.float64 and 0 <= outf.min() and outf.max() <= 1
+    assert outf.dtype == np.float64 and outf.min() >= 0 and outf.max() <= 1
     result = up(from_array(deep))
     assert isinstance(result.image, glean_sr.ImageData) and result.image.bit_depth == 16
 

@@ -205,7 +205,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
         what = f"{int(found.group(1)):,} pixels is" if found else "it has"
         raise ImageError(
             f"{path}: {what} more than twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
-            "(a decompression bomb?); raise the limit only if you trust the file"
+            "(a decompression bomb?); raise it (--max-pixels) only if you trust the file"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(
@@ -220,7 +220,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
         if limit is not None and width * height > limit:
             raise ImageError(
                 f"{path}: {width}x{height} = {width * height:,} pixels is more than the limit of "
-                f"{limit:,} (a decompression bomb?); raise the limit only if you trust the file"
+                f"{limit:,} (a decompression bomb?); raise it (--max-pixels) only if you trust "
+                "the file"
             )
         fmt = im.format
         try:

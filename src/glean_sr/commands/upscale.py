@@ -222,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)
 
     jobs, input_errors = collect_inputs(args.inputs, args.recursive)
+    if not jobs:
+        for message in input_errors:
+            print(f"error: {message}", file=sys.stderr)
+        raise GleanError("no input images found; give image files, folders or glob patterns")
     upscaler = Upscaler.from_pretrained(
         args.model,
         device=args.device,
@@ -316,4 +320,4 @@ def run(args: argparse.Namespace) -> int:
     if report.skipped:
         parts.append(f"{report.skipped} skipped (output exists)")
     print(f"done: {', '.join(parts)} of {total} in {elapsed:.1f} s; outputs in {out_dir}")
-    return 1 if report.failed or not jobs else 0
+    return 1 if report.failed else 0
