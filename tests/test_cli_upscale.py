@@ -190,3 +190,34 @@ def test_user_errors_are_one_line_without_traceback(two_images, tmp_path):
     assert bad_model.returncode == 1 and "Traceback" not in bad_model.stderr
     assert bad_model.stderr.strip().count("\n") == 0
     assert "neither an existing file or directory nor a preset name" in bad_model.stderr
+
+
+def test_input_collection_rules(tmp_path):
+    from glean_sr.commands.upscale import collect_inputs
+
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    (root / "restored").mkdir()
+    for name in ("a.png", "b.JPG", ".hidden.png", "sub/c.webp", "restored/a_x4.png"):
+        (root / name).write_bytes(b"x")
+    (root / "notes.txt").write_text("x")
+    out = root / "restored"
+
+    def names(jobs):
+        return [j.path.relative_to(root).as_posix() for j in jobs]
+
+    flat, errors = collect_inputs([str(root)], recursive=False, out_dir=out)
+    assert names(flat) == ["a.png", "b.JPG"] and errors == []
+    deep, _ = collect_inputs([str(root)], recursive=True, out_dir=out)
+    assert names(deep) == ["a.png", "b.JPG", "sub/c.webp"]  # not the earlier outputs
+    assert [j.subdir.as_posix() for j in deep] == [".", ".", "sub"]
+    explicit, errors = collect_inputs(
+        [str(root / "notes.txt"), str(root / "a.png"), str(root / "*.png"), "missing.png"],
+        recursive=False,
+    )
+    assert names(explicit) == ["notes.txt", "a.png"]  # named files are tried; each file once
+    assert errors == ["missing.png: no such file or folder"]
+    _, errors = collect_inputs([str(root / "sub")], recursive=False)
+    assert errors == []
+    _, errors = collect_inputs([str(root / "restored" / "*.gif")], recursive=False)
+    assert errors == [f"{root}/restored/*.gif: the pattern matches no image files"]

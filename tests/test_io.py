@@ -277,3 +277,20 @@ def test_area_resize_keeps_the_mean_for_any_factor(photo):
         np.testing.assert_allclose(out.mean(axis=(0, 1)), img.mean(axis=(0, 1)), atol=1e-12)
     m = area_matrix(10, 4)  # each output covers 2.5 inputs
     np.testing.assert_allclose(m[1], [0, 0, 0.2, 0.4, 0.4, 0, 0, 0, 0, 0])
+
+
+def test_16bit_fallback_says_what_it_kept(tmp_path, monkeypatch):
+    """If Pillow's decoders ever stop allowing the low-byte pass, reading still works, says it
+    kept 8 bits, and marks the image 8-bit (so nothing claims precision it does not have)."""
+    import glean_sr.io as gio
+
+    def broken(*args):
+        raise OSError("decoder changed")
+
+    monkeypatch.setattr(gio, "_read_16bit_colour", broken)
+    want = samples16(4, 6, 3)
+    (tmp_path / "d.png").write_bytes(png_encode(want))
+    img = read_image(tmp_path / "d.png")
+    assert img.bit_depth == 8
+    assert img.notes == ("16-bit colour read with 8 bits only (decoder changed)",)
+    np.testing.assert_array_equal(to_array(img), want >> 8)  # Pillow's high bytes

@@ -244,8 +244,7 @@ def from_pil(image: Image.Image, *, source: str | os.PathLike | None = None) -> 
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    data = _decode(image, Path(source) if source is not None else None, allow_reread=False)
-    return data
+    return _decode(image, Path(source) if source is not None else None, allow_reread=False)
 
 
 def _decode(im: Image.Image, path: Path | None, allow_reread: bool = True) -> ImageData:
@@ -259,7 +258,12 @@ def _decode(im: Image.Image, path: Path | None, allow_reread: bool = True) -> Im
     icc = im.info.get("icc_profile") or None
     orientation = _exif_orientation(im, notes)
 
-    wide = _read_16bit_colour(path, im.mode, tiles) if allow_reread and path else None
+    wide = None
+    if allow_reread and path is not None:
+        try:
+            wide = _read_16bit_colour(path, im.mode, tiles)
+        except Exception as exc:  # Pillow's decoders changed: keep the 8 bits it gave, say so
+            notes.append(f"16-bit colour read with 8 bits only ({_one_line(exc)})")
     if wide is not None:
         samples, mode = wide
         values = samples.astype(np.float32) / 65535

@@ -102,13 +102,23 @@ class Job:
     problem: str | None = None  # known before any work: a name collision or an input in the way
 
 
-def collect_inputs(specs: list[str], recursive: bool) -> tuple[list[Job], list[str]]:
+def collect_inputs(
+    specs: list[str], recursive: bool, out_dir: Path | None = None
+) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs (in the order given, each file once); the
-    second list holds one message per INPUT that names nothing usable."""
+    second list holds one message per INPUT that names nothing usable.
+
+    Searching folders and globs skips hidden files and anything inside ``out_dir``, so earlier
+    results in an output folder under an input folder are not restored again.
+    """
     from ..io import IMAGE_SUFFIXES
 
+    out_resolved = out_dir.resolve() if out_dir is not None else None
+
     def is_image(p: Path) -> bool:
-        return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            return False
+        return out_resolved is None or not p.resolve().is_relative_to(out_resolved)
 
     jobs: list[Job] = []
     errors: list[str] = []
@@ -221,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pixels is not None:  # Pillow refuses twice its own limit before we can ask
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)
 
-    jobs, input_errors = collect_inputs(args.inputs, args.recursive)
+    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir)
     if not jobs:
         for message in input_errors:
             print(f"error: {message}", file=sys.stderr)

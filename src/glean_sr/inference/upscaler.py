@@ -10,11 +10,12 @@ is asked for, never guessed, and recorded:
   so the output has the input's aspect ratio. ``None`` refuses non-square images.
 * ``resize`` (``"error"``, ``"bicubic"``, ``"area"``) brings the square to ``in_size``.
   ``"bicubic"`` is :func:`glean_sr.imresize`, MATLAB's ``imresize(..., 'bicubic')`` with
-  antialiasing: the released models were trained and tested on inputs made exactly that way
-  (CVPR 2021, Sec. 4; mmediting's ``MATLABLikeResize``), so it is the resize that matches them.
-  Inputs from 8-bit files are rounded to 8 bits after it, as the released low-resolution PNGs
-  were. ``"area"`` averages (box filter), for inputs that were reduced that way. ``"error"``
-  refuses an image of the wrong size, with a message naming the options.
+  antialiasing: GLEAN is trained "on the bicubic kernel" (CVPR 2021, Sec. 4), and the released
+  models' training and test inputs were made with exactly this resize (mmediting's
+  ``MATLABLikeResize``), so it is the one that matches them. 8-bit images are resized as uint8
+  and rounded back to 8 bits, as MATLAB made the released low-resolution PNGs. ``"area"``
+  averages (box filter), for inputs that were reduced that way. ``"error"`` refuses an image of
+  the wrong size, with a message naming the options.
 * Alpha is not restored by the model: it goes from the squared input straight to the output size
   with the same bicubic resize, then the same padding is cut off, and it is reattached.
 * Grayscale goes through the RGB model as three equal channels and comes back as BT.601 luma.
@@ -315,14 +316,12 @@ class Upscaler:
                 f"left {pad[2]}, right {pad[3]})"
             )
         if side != s:
-            if self.resize == "bicubic":
-                lq = imresize(pixels.astype(np.float64), size=(s, s))
-            else:
-                lq = area_resize(pixels.astype(np.float64), size=(s, s))
-            lq = np.clip(lq, 0, 1)
-            if image.bit_depth == 8:  # as the released 8-bit low-resolution PNGs were
-                lq = quantize(lq, 8) / 255
-            pixels = lq.astype(np.float32)
+            resize = imresize if self.resize == "bicubic" else area_resize
+            if image.bit_depth == 8:  # on uint8, rounded back: as MATLAB made the released inputs
+                lq = resize(quantize(pixels, 8), size=(s, s)).astype(np.float32) / 255
+            else:  # float32 in, computed in float64 inside
+                lq = np.clip(resize(pixels, size=(s, s)), 0, 1)
+            pixels = lq
             record.resize = self.resize
             how = "MATLAB-compatible bicubic" if self.resize == "bicubic" else "area average"
             record.steps.append(f"resized {side}x{side} -> {s}x{s} ({how})")
@@ -365,8 +364,7 @@ class Upscaler:
         alpha = None
         if prep.square_alpha is not None:
             side = prep.square_alpha.shape[0]
-            alpha = np.clip(imresize(prep.square_alpha.astype(np.float64), size=(o, o)), 0, 1)
-            alpha = alpha.astype(np.float32)
+            alpha = np.clip(imresize(prep.square_alpha, size=(o, o)), 0, 1)
             record.steps.append(f"alpha resized {side}x{side} -> {o}x{o} (bicubic)")
         if record.pad is not None:
             side = max(record.input_hw)
