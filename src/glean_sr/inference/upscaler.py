@@ -28,6 +28,7 @@ PyTorch has no fast half-precision convolution (it runs about 100x slower than f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -354,7 +355,7 @@ class Upscaler:
         return results
 
     def _finish(self, prep: PreparedImage, sr: np.ndarray) -> tuple[ImageData, UpscaleRecord]:
-        record = prep.record
+        record = dataclasses.replace(prep.record, steps=list(prep.record.steps))  # prep reusable
         o = sr.shape[0]
         record.model_output_hw = (sr.shape[0], sr.shape[1])
         record.steps.append(
