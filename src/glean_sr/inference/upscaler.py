@@ -23,7 +23,8 @@ is asked for, never guessed, and recorded:
 Precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` by ``torch.autocast``. The weights stay
 float32; convolutions run in half precision while the weight demodulation and other reductions
 stay in float32, and one loaded model serves every precision. ``fp16`` is refused on CPU, where
-PyTorch has no fast half-precision convolution (it runs about 100x slower than fp32 there).
+PyTorch has no fast half-precision convolution (a batch of 4 on the tests' small model took
+65 s in fp16, 2.3 s in fp32 and 0.5 s in bf16 on a 2-core CPU, torch 2.13).
 """
 
 from __future__ import annotations
