@@ -113,7 +113,9 @@ class DlibFaceDetector:
     Args:
         detector: ``"hog"`` (default) or ``"cnn"``.
         min_face: the smallest face side, in photo pixels, to look for; decides how much the
-            photo is upsampled for the detector (the HOG window is 80 pixels: 40 doubles it once). Smaller values find smaller faces, and also more false ones (a badge on the astronaut's suit passes for a face at 20).
+            photo is upsampled for the detector (the HOG window is 80 pixels: 40 doubles it
+            once). Smaller values find smaller faces, and more false ones (at 20, a badge on
+            the astronaut's suit passes for a face in some reductions of the photo).
         threshold: detector score below which a candidate is dropped (HOG: 0 is dlib's own
             default; the refinement step removes most false positives above it).
         max_detect_pixels: the upsampled photo never has more pixels than this; on larger
