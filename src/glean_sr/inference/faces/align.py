@@ -252,7 +252,7 @@ def paste_face(
     face: np.ndarray,
     alignment: FaceAlignment,
     *,
-    feather: float = 0.06,
+    feather: float = 0.1,
 ) -> PasteRegion | None:
     """Blend ``face: [m, m, C]`` (an aligned crop, any size) into ``canvas: [H, W, C]`` in place.
 

@@ -192,7 +192,7 @@ class FaceRestorer:
         resize: str = "auto",
         alignment: str = "ffhq",
         only_center_face: bool = False,
-        feather: float = 0.06,
+        feather: float = 0.1,
         device: str | torch.device = "auto",
         precision: str = "fp32",
         batch_size: int = 4,
