@@ -155,27 +155,30 @@ def run(args: argparse.Namespace) -> int:
         for message in input_errors:
             print(f"error: {message}", file=sys.stderr)
         raise GleanError("no input photos found; give image files, folders or glob patterns")
-    detector = DlibFaceDetector(detector=args.detector, min_face=args.min_face)
-    restorer = FaceRestorer.from_pretrained(
-        args.model,
-        background=args.background,
-        detector=detector,
-        upscale=args.upscale,
-        resize=args.face_resize,
-        alignment=args.alignment,
-        only_center_face=args.only_center_face,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-    )
     plan_outputs(jobs, out_dir, args.suffix, args.ext)
-    print(
-        f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "
-        f"{restorer.out_size}, crops resized by {restorer.resize}), photos x{args.upscale} "
-        f"(background: {args.background}) on {restorer.upscaler.device}, "
-        f"{restorer.upscaler.precision}",
-        flush=True,
-    )
+    todo = [j for j in jobs if not j.problem and (args.overwrite or not j.output.exists())]
+    restorer = None
+    if todo:  # nothing is loaded when every output already exists
+        detector = DlibFaceDetector(detector=args.detector, min_face=args.min_face)
+        restorer = FaceRestorer.from_pretrained(
+            args.model,
+            background=args.background,
+            detector=detector,
+            upscale=args.upscale,
+            resize=args.face_resize,
+            alignment=args.alignment,
+            only_center_face=args.only_center_face,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
+        print(
+            f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "
+            f"{restorer.out_size}, crops resized by {restorer.resize}), photos x{args.upscale} "
+            f"(background: {args.background}) on {restorer.upscaler.device}, "
+            f"{restorer.upscaler.precision}",
+            flush=True,
+        )
 
     report = Reporter(len(jobs))
     for message in input_errors:
