@@ -299,7 +299,7 @@ class FaceRestorer:
         centre = np.array([(image.width - 1) / 2, (image.height - 1) / 2])
         return [min(faces, key=lambda f: float(np.hypot(*(f.center - centre))))]
 
-    def align_face(self, image: ImageData, face: DetectedFace) -> FaceAlignment:
+    def align_face(self, face: DetectedFace) -> FaceAlignment:
         """The face's FFHQ square from its landmarks (``alignment`` rule)."""
         if self.alignment == "template":
             return FaceAlignment.from_template(face.points5)
@@ -310,7 +310,7 @@ class FaceRestorer:
         s = self.in_size
         records = []
         for index, face in enumerate(faces, start=1):
-            alignment = self.align_face(image, face)
+            alignment = self.align_face(face)
             native = max(2, round(alignment.side))
             crop = warp_affine(image.pixels, alignment.crop_to_photo(native), (native, native))
             if native > s:
