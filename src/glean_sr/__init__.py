@@ -23,6 +23,7 @@ _EXPORTS = {
     "GleanError": "glean_sr.errors",
     "imresize": "glean_sr.data.imresize",
     "Upscaler": "glean_sr.inference.upscaler",
+    "FaceRestorer": "glean_sr.inference.faces",
     "read_image": "glean_sr.io",
     "write_image": "glean_sr.io",
     "ImageData": "glean_sr.io",
