@@ -427,8 +427,8 @@ def _read_pair(
         raise ImageError(
             f"{item.gt_path}: decoded as {gt.shape[1]}x{gt.shape[0]}, not {out_size}x{out_size}"
         )
-    if item.lq_path is None:
-        return gt, quantize8(imresize(gt, 1.0 / scale))
+    if item.lq_path is None:  # MATLAB imresize of the 8-bit image (rounds like MATLAB)
+        return gt, imresize(to_uint8(gt), 1.0 / scale).astype(np.float32) / 255.0
     lq = read_rgb(item.lq_path)
     if lq.shape[:2] != (in_size, in_size):
         raise ImageError(
@@ -440,10 +440,13 @@ def _read_pair(
 def _restore(
     loaded: list[_Model], lqs: list[np.ndarray], scale: int, device: torch.device
 ) -> dict[str, list[np.ndarray]]:
-    """Bicubic (MATLAB-compatible) and every model's outputs for a batch, rounded to 8 bits."""
+    """Bicubic (MATLAB-compatible, on the 8-bit LQ) and every model's outputs for a batch,
+    rounded to 8 bits."""
     from ..data.imresize import imresize
 
-    outputs = {"bicubic": [quantize8(imresize(lq, float(scale))) for lq in lqs]}
+    outputs = {
+        "bicubic": [imresize(to_uint8(lq), float(scale)).astype(np.float32) / 255 for lq in lqs]
+    }
     lq_t = torch.from_numpy(np.stack(lqs)).permute(0, 3, 1, 2).to(device)  # [N, 3, h, w]
     with torch.inference_mode():
         for m in loaded:
