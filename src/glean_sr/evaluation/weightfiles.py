@@ -72,6 +72,9 @@ def load_strict(
     expected = module.state_dict()
     allowed = tuple(allowed_extra)
     kept = {k: v for k, v in sd.items() if k in expected}
+    for key, value in expected.items():  # a counter only used in training; older files lack it
+        if key.endswith("num_batches_tracked"):
+            kept.setdefault(key, value)
     extra = [k for k in sd if k not in expected and not any(fnmatch(k, pat) for pat in allowed)]
     mismatch = compare_state_dict(expected, kept, extra)
     if mismatch:
