@@ -275,3 +275,87 @@ def test_dlib_identity_on_a_real_face():
     sim_blur, sim_noise = ident.similarity(blurred, face, box), ident.similarity(noise, face, box)
     assert 0.8 < sim_blur < 1.0 and sim_noise < sim_blur
     assert ident.similarity(face, data.chelsea()) is None  # no human face on the cat
+
+
+# ---------------------------------------------------------------- every metric through evaluate
+
+
+class _NearestUp(torch.nn.Module):
+    """A deterministic x8 'restorer' (32 -> 256): nearest-neighbour up-sampling."""
+
+    in_size, out_size, scale = 32, 256, 8
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(lq, scale_factor=8, mode="nearest")
+
+
+def _random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: (torch.rand(v.shape, generator=g) + 0.5 if "running_var" in k
+            else torch.randn(v.shape, generator=g) * 0.05)
+        for k, v in module.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }  # fmt: skip
+
+
+def test_every_metric_through_evaluate(tmp_path):
+    """NIQE, LPIPS, FID, ArcFace and dlib identity on 256x256 photo crops: each column is
+    filled for every method and FID is reported per method."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from glean_sr.evaluation.evaluate import EvalOptions, evaluate
+
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for name, top, left in [("astronaut", 0, 120), ("coffee", 100, 200)]:  # FID needs >= 2
+        crop = getattr(data, name)()[top : top + 256, left : left + 256]
+        Image.fromarray(crop).save(gt_dir / f"{name}_{top}.png")
+    torch.save(_torchvision_features("alex"), tmp_path / "alexnet.pth")
+    torch.save(_lin_file("alex"), tmp_path / "alex.pth")
+    fid = _random_state(FIDInceptionV3(), 1)
+    fid.update({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)})
+    torch.save(fid, tmp_path / "pt_inception.pth")
+    torch.save(_random_state(IResNet((1, 1, 1, 1)), 2), tmp_path / "arcface.pth")
+    metrics = ("psnr", "ssim", "niqe", "lpips", "fid", "arcface")
+    if __import__("importlib").util.find_spec("dlib") is not None:
+        metrics += ("identity",)
+    opts = EvalOptions(
+        metrics=metrics,
+        channel="y",
+        crop_border=8,
+        device="cpu",
+        batch_size=2,
+        lpips_weights=str(tmp_path / "alex.pth"),
+        lpips_backbone=str(tmp_path / "alexnet.pth"),
+        fid_weights=str(tmp_path / "pt_inception.pth"),
+        arcface_weights=str(tmp_path / "arcface.pth"),
+    )
+    out = tmp_path / "report"
+    summary = evaluate([_NearestUp()], gt_dir, out, options=opts, progress=False)
+    per_image = ["psnr_y", "ssim_y", "niqe", "lpips", "identity_arcface"]
+    if "identity" in metrics:
+        per_image.append("identity_dlib")
+    assert summary["columns"] == [*per_image, "fid"]
+    for method in ("bicubic", "_NearestUp"):
+        row = summary["results"][method]
+        assert set(row) == set(summary["columns"]), method
+        assert row["fid"] >= -1e-6 and -1 <= row["identity_arcface"] <= 1
+    assert set(summary["results"]["gt"]) == {"niqe"}  # the no-reference metric of the GT itself
+    # blocky nearest-neighbour output is less natural than the GT
+    assert summary["results"]["_NearestUp"]["niqe"] > summary["results"]["gt"]["niqe"]
+    with open(out / "per_image.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3  # bicubic, model, GT row per image
+    for r in rows:
+        if r["method"] != "gt":
+            assert all(r[c] for c in per_image if c != "identity_dlib"), r
+    if "identity" in metrics:
+        faces = [r for r in rows if r["method"] != "gt" and r["image"].startswith("astronaut")]
+        assert all(0 < float(r["identity_dlib"]) <= 1 for r in faces)
+        coffee = [r for r in rows if r["method"] == "bicubic" and r["image"].startswith("coffee")]
+        assert coffee[0]["identity_dlib"] == "" and "no face" in coffee[0]["note"]
+    assert json.loads((out / "summary.json").read_text())["definitions"]["fid"]["better"] == "lower"

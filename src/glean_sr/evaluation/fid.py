@@ -224,20 +224,31 @@ class FeatureStats:
         return mu, cov
 
 
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+def sqrt_psd(m: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix (negative
+    round-off eigenvalues are clipped to 0)."""
     vals, vecs = np.linalg.eigh((m + m.T) / 2)
     return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+def frechet_distance(
+    mu1: np.ndarray,
+    cov1: np.ndarray,
+    mu2: np.ndarray,
+    cov2: np.ndarray,
+    *,
+    sqrt_cov1: np.ndarray | None = None,
+) -> float:
     """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (Dowson and Landau 1982; FID paper Eq. 6).
 
     ``Tr((S1 S2)^(1/2))`` is computed as ``Tr((S1^(1/2) S2 S1^(1/2))^(1/2))``: the same
     eigenvalues, but of a symmetric positive semi-definite matrix, so it is real and stable
-    even when the covariances are singular (fewer images than feature dimensions)."""
+    even when the covariances are singular (fewer images than feature dimensions).
+    ``sqrt_cov1`` (:func:`sqrt_psd` of ``cov1``) saves that decomposition when one reference
+    set is compared with several others."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-    root1 = _sqrt_psd(cov1)
+    root1 = sqrt_psd(cov1) if sqrt_cov1 is None else sqrt_cov1
     inner = root1 @ cov2 @ root1
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     tr_sqrt = float(np.sqrt(np.clip(eig, 0, None)).sum())

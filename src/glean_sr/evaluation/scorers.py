@@ -94,15 +94,17 @@ class FidScorer(Scorer):
             self._add(method, images)
 
     def finish(self) -> dict[str, dict[str, float]]:
-        from .fid import frechet_distance
+        from .fid import frechet_distance, sqrt_psd
 
         if "gt" not in self.stats or self.stats["gt"].n < 2:
             return {}
         mu_gt, cov_gt = self.stats["gt"].mean_cov()
+        root_gt = sqrt_psd(cov_gt)  # one decomposition of the GT statistics for all methods
         out = {}
         for method, stats in self.stats.items():
             if method != "gt":
-                out[method] = {"fid": frechet_distance(*stats.mean_cov(), mu_gt, cov_gt)}
+                d = frechet_distance(mu_gt, cov_gt, *stats.mean_cov(), sqrt_cov1=root_gt)
+                out[method] = {"fid": d}
         return out
 
 
