@@ -214,6 +214,7 @@ def test_identical_output_gives_infinite_psnr_as_null_in_json(gt_dir, tmp_path):
     assert summary["results"]["Nearest"]["ssim_rgb"] == pytest.approx(1.0)
     on_disk = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert on_disk["results"]["Nearest"]["psnr_rgb"] is None
+    assert on_disk["infinite_values"]["Nearest"] == {"psnr_rgb": 2}
     rows = _read_csv(tmp_path / "o" / "per_image.csv")
     assert {r["psnr_rgb"] for r in rows if r["method"] == "Nearest"} == {"inf"}
 

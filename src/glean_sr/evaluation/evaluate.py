@@ -606,6 +606,9 @@ def evaluate(
     summary = _summary(
         loaded, gt_dir, lq_path, options, scale, in_size, out_size, done, skipped, results, seconds
     )
+    infinite = {m: dict(running[m].non_finite) for m in rows_methods if running[m].non_finite}
+    if infinite:  # why a mean is infinite (null in JSON): outputs identical to their GT
+        summary["infinite_values"] = infinite
     text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
     _atomic_write_text(out / SUMMARY_NAME, text)
     _atomic_write_text(out / HTML_NAME, report.render_html(summary, shown))
@@ -661,8 +664,9 @@ def _summary(
             "crop_border": options.crop_border,
             "outputs": "clamped to [0, 1] and rounded to 8 bits before scoring",
             "baseline": "bicubic: MATLAB-compatible imresize of the LQ by the model's factor",
-            "mean": "per-image values averaged over images; null where undefined "
-            "(e.g. PSNR of an output identical to its GT is infinite)",
+            "mean": "per-image values averaged over images; a mean with an infinite value "
+            "(PSNR of an output identical to its GT) is infinite, written null in JSON, and "
+            "'infinite_values' counts them",
         },
         "options": opts,
         "num_images": done,
