@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, GleanError, ImageError
+from ..io import IMAGE_SUFFIXES
 from .metrics import psnr, ssim
 
 #: every metric ``evaluate`` knows; FID is a data-set metric, the others are per image
 METRICS = ("psnr", "ssim", "niqe", "lpips", "fid", "identity", "arcface")
 CHANNEL_CHOICES = ("rgb", "y", "both")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 CSV_NAME = "per_image.csv"
 SUMMARY_NAME = "summary.json"
@@ -205,27 +206,20 @@ def list_images(directory: Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as float32 ``[H, W, 3]`` RGB in ``[0, 1]`` (grey is repeated, alpha
-    dropped, 16-bit kept). Raises :class:`ImageError` with one line."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as float32 ``[H, W, 3]`` RGB in ``[0, 1]`` through :func:`glean_sr.io.
+    read_image` (EXIF orientation applied, 8 or 16 bits kept); grey is repeated to three
+    channels and alpha is ignored. Raises :class:`ImageError` with one line."""
+    from ..io import read_image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-                arr = np.repeat(arr[:, :, None], 3, axis=2)
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file that can be read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
-    return np.ascontiguousarray(arr)
+    pixels = read_image(path).pixels  # [H, W, 1 or 3]
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` from the file header, without decoding the pixels."""
+    """``(height, width)`` from the file header, without decoding the pixels (the decoded size
+    is checked again when the image is read)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -304,7 +298,7 @@ def _plan(
     gts = list_images(gt_dir)
     if not gts:
         raise GleanError(
-            f"--gt {gt_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in this directory"
+            f"--gt {gt_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this directory"
         )
     skipped: list[dict[str, str]] = []
     lq_by_stem: dict[str, Path] = {}
@@ -379,17 +373,6 @@ def _fmt(value: float | None) -> str:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass
@@ -610,8 +593,8 @@ def evaluate(
     if infinite:  # why a mean is infinite (null in JSON): outputs identical to their GT
         summary["infinite_values"] = infinite
     text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
-    _atomic_write_text(out / SUMMARY_NAME, text)
-    _atomic_write_text(out / HTML_NAME, report.render_html(summary, shown))
+    atomic_write_bytes(out / SUMMARY_NAME, text.encode())
+    atomic_write_bytes(out / HTML_NAME, report.render_html(summary, shown).encode())
     return summary
 
 
