@@ -24,9 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="preset name, model directory or weight file (repeat to compare models)",
     )
-    p.add_argument("--gt", required=True, help="folder of ground-truth images (out_size square)")
-    p.add_argument("--lq", help="folder of LQ inputs named like the GT files (default: made)")
-    p.add_argument("-o", "--output", required=True, help="report folder to write")
+    p.add_argument(
+        "--gt",
+        required=True,
+        metavar="GT_DIR",
+        help="folder of ground-truth images (out_size square)",
+    )
+    p.add_argument(
+        "--lq", metavar="LQ_DIR", help="folder of LQ inputs named like the GT files (default: made)"
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="REPORT_DIR", help="report folder to write"
+    )
     p.add_argument(
         "--metrics",
         default="psnr,ssim",
@@ -39,15 +48,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="rgb",
         help="PSNR/SSIM on RGB (the release), on BT.601 Y (many SR papers) or both",
     )
-    p.add_argument("--crop-border", type=int, default=0, help="pixels cut from each edge")
+    p.add_argument(
+        "--crop-border", type=int, default=0, metavar="N", help="pixels cut from each edge"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=int, default=1, help="images restored at once")
-    p.add_argument("--report-images", type=int, default=8, help="images shown in report.html")
-    p.add_argument("--crop-size", type=int, default=256, help="crop side shown per image")
-    p.add_argument("--lpips-weights", help="lpips package's v0.1 alex.pth or vgg.pth")
-    p.add_argument("--lpips-backbone", help="torchvision's alexnet/vgg16 ImageNet .pth")
-    p.add_argument("--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)")
-    p.add_argument("--arcface-weights", help="insightface arcface_torch iresnet backbone.pth")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images restored at once")
+    p.add_argument(
+        "--report-images", type=int, default=8, metavar="N", help="images shown in report.html"
+    )
+    p.add_argument(
+        "--crop-size", type=int, default=256, metavar="N", help="crop side shown per image"
+    )
+    p.add_argument(
+        "--lpips-weights", metavar="FILE", help="lpips package's v0.1 alex.pth or vgg.pth"
+    )
+    p.add_argument(
+        "--lpips-backbone", metavar="FILE", help="torchvision's alexnet/vgg16 ImageNet .pth"
+    )
+    p.add_argument(
+        "--fid-weights", metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)"
+    )
+    p.add_argument(
+        "--arcface-weights", metavar="FILE", help="insightface arcface_torch iresnet backbone.pth"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -1,6 +1,8 @@
 """Evaluation: full-reference and no-reference image quality metrics and ``evaluate()``.
 
 Modules are imported on use: ``metrics`` (PSNR, SSIM, Y conversion), ``niqe`` (NIQE),
-``networks`` (LPIPS, FID's InceptionV3, ArcFace iresnet, built from user-supplied weight files),
-``identity`` (dlib face descriptors) and ``evaluate`` (the ``glean-sr eval`` pipeline).
+``lpips``, ``fid`` (InceptionV3 + Frechet distance) and ``arcface`` (iresnet), networks written
+here for user-supplied weight files (read by ``weightfiles``), ``identity`` (dlib face
+descriptors), ``scorers`` (the optional metrics of a run), ``evaluate`` (the ``glean-sr eval``
+pipeline) and ``report`` (its HTML page).
 """

@@ -114,7 +114,7 @@ class EvalOptions:
         report_images: how many images (the first ones) get crops in the HTML report.
         crop_size: side of the centre crop shown per image (output pixels).
         lpips_weights, lpips_backbone, fid_weights, arcface_weights: weight files for those
-            metrics (see :mod:`glean_sr.evaluation.networks`).
+            metrics (see :mod:`.lpips`, :mod:`.fid`, :mod:`.arcface`).
         overwrite: replace report files already in the output folder.
     """
 
@@ -264,8 +264,10 @@ def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
     taken: set[str] = set()
     models = []
     for src in sources:
-        module = src.to(device).eval() if isinstance(src, torch.nn.Module) else load_model(src)
-        module = module.to(device).eval()
+        if isinstance(src, torch.nn.Module):
+            module = src.to(device).eval()
+        else:
+            module = load_model(src, device=device)
         if getattr(module, "img_channels", 3) != 3:
             raise ConfigError(f"{src}: only RGB models can be evaluated")
         models.append(_Model(_model_name(src, taken), str(src), module))
