@@ -90,6 +90,7 @@ p.meta { color: #555; margin: 2px 0; font-size: 13px; }
 table.metrics { border-collapse: collapse; margin: 16px 0; font-size: 14px; }
 table.metrics th, table.metrics td { border: 1px solid #bbb; padding: 4px 10px; text-align: right; }
 table.metrics th { background: #e8eef7; }
+table.metrics th:first-child { text-align: left; }
 table.metrics td.method { text-align: left; font-weight: 600; }
 table.metrics td.best { font-weight: 700; background: #dff3df; }
 dl.defs { font-size: 12px; color: #444; }
@@ -174,7 +175,9 @@ def render_html(summary: dict[str, Any], shown: list[dict[str, Any]]) -> str:
         )
         for label, src in item["files"].items():
             vals = item["values"].get(label, {})
-            text = "".join(f"<br>{esc(c)} {_fmt(vals.get(c))}" for c in per_image_cols if c in vals)
+            text = "".join(
+                f"<br>{esc(c)} {_fmt(vals[c])}" for c in per_image_cols if vals.get(c) is not None
+            )
             out.append(
                 f"<figure><img src='{quote(src)}' alt='{esc(label)}'>"
                 f"<figcaption><b>{esc(label)}</b>{text}</figcaption></figure>"
