@@ -15,7 +15,7 @@ from . import __version__
 from .errors import GleanError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["upscale", "faces", "info", "convert"]
+COMMANDS = ["upscale", "faces", "eval", "info", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:
