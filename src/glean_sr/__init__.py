@@ -13,13 +13,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "GLEAN": "glean_sr.models.glean",
     "StyleGAN2Generator": "glean_sr.models.stylegan2",
+    "StyleGAN2Discriminator": "glean_sr.models.discriminator",
     "GLEANConfig": "glean_sr.config",
     "StyleGAN2Config": "glean_sr.config",
+    "StyleGAN2DiscriminatorConfig": "glean_sr.config",
     "PRESETS": "glean_sr.presets",
     "BANK_PRESETS": "glean_sr.presets",
     "build_model": "glean_sr.models.registry",
     "load_model": "glean_sr.weights.pretrained",
     "save_pretrained": "glean_sr.weights.pretrained",
+    "load_bank": "glean_sr.weights.banks",
+    "LoadedBank": "glean_sr.weights.banks",
+    "build_glean_from_bank": "glean_sr.weights.banks",
     "GleanError": "glean_sr.errors",
     "imresize": "glean_sr.data.imresize",
 }

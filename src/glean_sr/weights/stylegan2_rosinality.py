@@ -1,0 +1,172 @@
+"""StyleGAN2 files of rosinality/stylegan2-pytorch.
+
+Containers (``torch.save`` dicts):
+
+* ``train.py`` checkpoints: ``{"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}``
+  (``args`` is an ``argparse.Namespace``: read through the inert unpickler);
+* ``convert_weight.py`` output: ``{"g_ema", "latent_avg"[, "g"][, "d"]}``; ``latent_avg`` is the
+  TensorFlow network's ``dlatent_avg``, kept as the truncation centre;
+* a bare ``Generator.state_dict()``.
+
+Layout differences to glean-sr (= mmagic) are names and shapes only, the numerics are the same
+(equalized-lr scales applied at run time in both; the up-sampling taps are stored the same way,
+rosinality's ``convert_weight.py`` having flipped TensorFlow's): ``style.{i}.weight`` vs
+``style_mapping.{i}.linear.weight_orig``, ``input.input`` vs ``constant_input.input``,
+``*.conv.modulation`` vs ``*.conv.style_modulation.linear``, ``*.noise.weight`` vs
+``*.noise_injector.weight``, ``noises.noise_{i}`` vs ``injected_noise_{i}``; the discriminator's
+``*.weight`` are ``*.conv.weight_orig`` / ``*.linear.weight_orig``. rosinality's minibatch stddev
+group size is fixed at 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from ..config import StyleGAN2Config, StyleGAN2DiscriminatorConfig
+from ..errors import WeightsError
+from .stylegan2_common import (
+    ConvertedBank,
+    KeyRule,
+    build_config,
+    channel_multiplier,
+    convert_by_rules,
+    discriminator_target,
+    expect_fir,
+    generator_target,
+    indices,
+    pick_variant,
+)
+from .stylegan2_common import (
+    need_tensor as need,
+)
+
+FORMAT = "rosinality"
+
+_LAYER = r"(conv1|convs\.\d+)"
+_ANY = r"(conv1|convs\.\d+|to_rgb1|to_rgbs\.\d+)"
+_RGB = r"(to_rgb1|to_rgbs\.\d+)"
+
+GENERATOR_RULES = [
+    KeyRule(r"style_mapping\.(\d+)\.linear\.weight_orig", "style.{0}.weight"),
+    KeyRule(r"style_mapping\.(\d+)\.bias", "style.{0}.bias"),
+    KeyRule(r"constant_input\.input", "input.input"),
+    KeyRule(_ANY + r"\.conv\.weight_orig", "{0}.conv.weight"),
+    KeyRule(_ANY + r"\.conv\.style_modulation\.linear\.weight_orig", "{0}.conv.modulation.weight"),
+    KeyRule(_ANY + r"\.conv\.style_modulation\.bias", "{0}.conv.modulation.bias"),
+    KeyRule(_LAYER + r"\.noise_injector\.weight", "{0}.noise.weight"),
+    KeyRule(_LAYER + r"\.activate\.bias", "{0}.activate.bias"),
+    KeyRule(r"(convs\.\d+)\.conv\.blur\.kernel", "{0}.conv.blur.kernel", expect_fir(4, 4)),
+    KeyRule(_RGB + r"\.bias", "{0}.bias"),
+    KeyRule(r"(to_rgbs\.\d+)\.upsample\.kernel", "{0}.upsample.kernel", expect_fir(4, 4)),
+    KeyRule(r"injected_noise_(\d+)", "noises.noise_{0}"),
+]
+DISCRIMINATOR_RULES = [
+    KeyRule(r"(.*)\.conv\.weight_orig", "{0}.weight"),
+    KeyRule(r"(.*)\.linear\.weight_orig", "{0}.weight"),
+    KeyRule(r"(.*\.bias)", "{0}"),
+    KeyRule(r"(.*\.kernel)", "{0}", expect_fir(1, 1)),
+]
+
+#: What rosinality's scripts put next to the networks.
+_KNOWN_ENTRIES = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p", "latent_avg"}
+
+
+def _is_generator(sd: Any) -> bool:
+    return isinstance(sd, Mapping) and "input.input" in sd and "conv1.conv.weight" in sd
+
+
+def matches(obj: Any) -> bool:
+    if not isinstance(obj, Mapping):
+        return False
+    return _is_generator(obj) or _is_generator(obj.get("g_ema")) or _is_generator(obj.get("g"))
+
+
+def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Config:
+    what = "generator"
+    convs = indices(sd, r"convs\.(\d+)\.conv\.weight")
+    if not convs or len(convs) % 2:
+        raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
+    channels = {4: int(need(sd, "conv1.conv.weight", name, what).shape[1])}
+    for b in range(len(convs) // 2):
+        channels[2 ** (b + 3)] = int(
+            need(sd, f"convs.{2 * b + 1}.conv.weight", name, what).shape[1]
+        )
+    return build_config(
+        StyleGAN2Config,
+        name,
+        "StyleGAN2 generator",
+        resolution=max(channels),
+        style_channels=int(need(sd, "conv1.conv.modulation.weight", name, what).shape[1]),
+        num_mlps=len(indices(sd, r"style\.(\d+)\.weight")),
+        channel_multiplier=channel_multiplier(channels, name, what),
+        img_channels=int(need(sd, "to_rgb1.conv.weight", name, what).shape[1]),
+    )
+
+
+def infer_discriminator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2DiscriminatorConfig:
+    what = "discriminator"
+    blocks = indices(sd, r"convs\.(\d+)\.conv1\.0\.weight")
+    from_rgb = need(sd, "convs.0.0.weight", name, what)
+    resolution = 2 ** (len(blocks) + 2)
+    channels = {resolution: int(from_rgb.shape[0])}
+    for k in blocks:
+        channels[resolution >> k] = int(need(sd, f"convs.{k}.conv2.1.weight", name, what).shape[0])
+    final = need(sd, "final_conv.0.weight", name, what)
+    return build_config(
+        StyleGAN2DiscriminatorConfig,
+        name,
+        "StyleGAN2 discriminator",
+        resolution=resolution,
+        channel_multiplier=channel_multiplier(channels, name, what),
+        img_channels=int(from_rgb.shape[1]),
+        mbstd_group_size=4,
+        mbstd_channels=int(final.shape[1]) - channels.get(4, 0),
+    )
+
+
+def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
+    notes: list[str] = []
+    if _is_generator(obj):
+        gen, disc, used_ema, w_avg = obj, None, None, None
+    else:
+        gen, used_ema, notes = pick_variant(
+            {True: obj.get("g_ema"), False: obj.get("g")},
+            ema,
+            name,
+            {True: "the EMA generator ('g_ema')", False: "the raw generator ('g')"},
+        )
+        disc = obj.get("d")
+        w_avg = obj.get("latent_avg")
+        if w_avg is not None and not isinstance(w_avg, Tensor):
+            raise WeightsError(f"{name}: 'latent_avg' is not a tensor")
+        unknown = sorted(str(k) for k in obj if k not in _KNOWN_ENTRIES)
+        if unknown:
+            notes.append(f"ignored entries besides the networks: {', '.join(unknown)}")
+    config = infer_generator_config(gen, name)
+    generator = convert_by_rules(
+        GENERATOR_RULES, generator_target(config), gen, name=name, what="generator"
+    )
+    d_config = d_sd = None
+    if isinstance(disc, Mapping):
+        d_config = infer_discriminator_config(disc, name)
+        d_sd = convert_by_rules(
+            DISCRIMINATOR_RULES,
+            discriminator_target(d_config),
+            disc,
+            name=name,
+            what="discriminator",
+        )
+    return ConvertedBank(
+        format=FORMAT,
+        generator_config=config,
+        generator=generator,
+        w_avg=w_avg.reshape(-1) if w_avg is not None else None,
+        discriminator_config=d_config,
+        discriminator=d_sd,
+        channel_order="RGB",  # rosinality trains on PIL (RGB) images
+        ema=used_ema,
+        notes=notes,
+    )
