@@ -207,3 +207,27 @@ def test_nothing_is_imported(tmp_path):
 def test_allow_list_holds_no_import_machinery():
     dangerous = {eval, exec, __import__, getattr, setattr, open, os.system, io.open}
     assert not [name for name, value in inert_pickle.ALLOWED.items() if value in dangerous]
+
+
+def _attributes(value) -> dict:
+    out = {a: getattr(value, a) for a in ("name", "dtype", "fn", "__doc__") if hasattr(value, a)}
+    out["dict"] = dict(getattr(value, "__dict__", {}))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(inert_pickle.ALLOWED))
+def test_no_allow_list_entry_can_be_modified_by_a_file(tmp_path, name):
+    """BUILD on a table entry (``obj.__dict__.update`` / ``setattr``) would change it for every
+    later load in the process, e.g. FloatStorage's dtype: refused, and nothing changes."""
+    value = inert_pickle.ALLOWED[name]
+    module, _, attr = name.rpartition(".")
+    before = _attributes(value)
+    path = tmp_path / "tamper.pkl"
+    state = pickle.dumps(({"dtype": torch.float64, "name": "x"}, {"__doc__": "x"}), protocol=2)
+    # GLOBAL entry; <state tuple>; BUILD; STOP
+    path.write_bytes(
+        b"\x80\x02c" + f"{module}\n{attr}\n".encode() + state[2:-1] + pickle.BUILD + pickle.STOP
+    )
+    with pytest.raises(WeightsError):
+        inert_pickle.load(path)
+    assert _attributes(value) == before

@@ -27,6 +27,7 @@ import io
 import os
 import pickle
 import re
+import types
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -96,13 +97,39 @@ class _Opaque(PickledObject):
         self.type_name = type_name
 
 
-class _StorageType:
+class _Shared:
+    """Base of the objects :data:`ALLOWED` hands out: shared by every load, so a pickle's BUILD
+    instruction must not change them (``__slots__``: no ``__dict__``; ``__setstate__``
+    refuses)."""
+
+    __slots__ = ("name",)
+
+    def __setstate__(self, state: Any) -> None:
+        raise Refused(f"it modifies {self.name}")
+
+    def __call__(self, *args: Any) -> Any:
+        raise Refused(f"it calls {self.name}")
+
+
+class _Inert(_Shared):
+    """One of the reconstruction functions below, as the table hands it out."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, name: str, fn: Any):
+        self.name = name
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+class _StorageType(_Shared):
+    __slots__ = ("dtype",)
+
     def __init__(self, name: str, dtype: torch.dtype):
         self.name = name
         self.dtype = dtype
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise Refused(f"it calls torch.{self.name}")
 
 
 class _Storage:
@@ -158,14 +185,13 @@ class _NumpyArray:
         raise Refused("it calls a numpy array")
 
 
-class _Marker:
+class _Marker(_Shared):
     """A class name that only serves as an argument (``numpy.ndarray``, ``torch.Tensor``)."""
+
+    __slots__ = ()
 
     def __init__(self, name: str):
         self.name = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise Refused(f"it calls {self.name}")
 
 
 # -- inert reconstructions -------------------------------------------------------------------------
@@ -214,7 +240,7 @@ _REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_parameter)
 
 
 def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
-    if func not in _REBUILDERS or not isinstance(args, tuple):
+    if not (isinstance(func, _Inert) and func.fn in _REBUILDERS) or not isinstance(args, tuple):
         raise Refused("a tensor subclass rebuilt by an unknown function")
     return func(*args)
 
@@ -309,6 +335,7 @@ _TORCH_DTYPES = [
 ]
 
 #: Every name a pickle may refer to, and what it becomes. Nothing outside this table is reachable.
+#: Functions are handed out wrapped in :class:`_Inert` (see :func:`_freeze`).
 ALLOWED: dict[str, Any] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
@@ -340,6 +367,19 @@ ALLOWED: dict[str, Any] = {
         "mmengine.logging.history_buffer.HistoryBuffer"
     ),
 }
+
+
+def _freeze(table: dict[str, Any]) -> dict[str, Any]:
+    """Wrap plain functions so that no entry can be modified by a pickle's BUILD instruction.
+    Classes stay classes (pickle instantiates them); theirs, and builtin types', ``__setstate__``
+    or immutability keep them unchanged."""
+    return {
+        name: _Inert(name, value) if isinstance(value, types.FunctionType) else value
+        for name, value in table.items()
+    }
+
+
+ALLOWED = _freeze(ALLOWED)
 
 #: Module names that old pickles or newer libraries spell differently.
 _MODULE_ALIASES = {
@@ -461,6 +501,9 @@ def _load_zip(path: Path) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         if f"{prefix}byteorder" in names and zf.read(f"{prefix}byteorder") != b"little":
             raise Refused("a big-endian torch.save file")
+        archive_bytes = path.stat().st_size
+        if any(info.file_size > archive_bytes for info in zf.infolist()):
+            raise Refused("a compressed zip entry larger than the file (torch never compresses)")
         storages: dict[str, _Storage] = {}
 
         def persistent_load(pid: Any) -> _Storage:
@@ -503,8 +546,8 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
     if isinstance(obj, _NumpyDtype):
         memo[key] = obj.to_numpy()
         return memo[key]
-    if isinstance(obj, (_StorageType, _Marker)):
-        memo[key] = obj.name  # a class named as data, e.g. a dtype-like tag: keep its name
+    if isinstance(obj, _Shared):
+        memo[key] = obj.name  # a class or function named as data: keep its name
         return obj.name
     if isinstance(obj, _Storage):
         raise Refused("a bare tensor storage outside a tensor")
