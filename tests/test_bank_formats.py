@@ -17,8 +17,11 @@ from glean_sr import load_bank
 from glean_sr.errors import WeightsError
 
 SIZE, STYLE, N_MLP = 16, 32, 2
-#: independent fp32 implementations of the same equations agree to about 1e-5 (spec)
+#: independent fp32 implementations of the same equations agree to about 1e-5 (spec); observed
+#: 4e-6 to 6e-6 for images (std 1), 2e-7 for logits. The logit tolerance is tight enough to see
+#: a wrong minibatch-stddev group size (4.5e-4 on these weights).
 ATOL = 1e-4
+D_ATOL = 1e-5
 
 
 def _z(n: int = 2, seed: int = 5) -> torch.Tensor:
@@ -134,7 +137,7 @@ def test_nvidia_discriminator_matches_the_reference(nvidia):
         ours = d(img)
         expected = ref.nvidia_discriminator(nvidia["D"], img, resolution=SIZE, group_size=2)
     assert ours.shape == (4, 1)
-    assert _max_err(ours, expected) < ATOL
+    assert _max_err(ours, expected) < D_ATOL
 
 
 def test_nvidia_pickle_protocol_4_and_a_bare_generator(tmp_path, nvidia):
@@ -185,7 +188,7 @@ def test_rosinality_discriminator_matches_the_reference(rosinality):
         expected = ref.styled_discriminator(
             rosinality["d"], img, names=ref.ROSINALITY_NAMES, resolution=SIZE
         )
-        assert _max_err(bank.discriminator(img), expected) < ATOL
+        assert _max_err(bank.discriminator(img), expected) < D_ATOL
 
 
 def test_rosinality_converted_tf_weights_keep_latent_avg(tmp_path):
@@ -253,7 +256,7 @@ def test_mmagic1_checkpoint_images_and_logits_match_the_reference(mmagic1):
         assert _max_err(bank.generator.generate(z), _mmagic_ref(g_ema, z)) < ATOL
         d = _prefixed(sd, "discriminator.")
         expected = ref.styled_discriminator(d, img, names=ref.MMAGIC_NAMES, resolution=SIZE)
-        assert _max_err(bank.discriminator(img), expected) < ATOL
+        assert _max_err(bank.discriminator(img), expected) < D_ATOL
     raw = load_bank(mmagic1["path"], ema=False, channel_order="rgb")
     with torch.no_grad():
         expected = _mmagic_ref(_prefixed(sd, "generator."), z)

@@ -62,6 +62,7 @@ def test_convert_bank_round_trips(snapshot, bank_dir):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(original.generator.stored_w_avg, converted.generator.stored_w_avg)
+    assert "w_avg" not in original.generator.state_dict()  # kept out of every state_dict
     assert converted.format == "NVIDIA pickle" and converted.ema is True
     assert converted.source_channel_order == "RGB"
     assert converted.discriminator.config == original.discriminator.config

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from .glean_format import to_float32
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, _atomic_write_bytes, save_state_dict_safetensors
 from .safe_load import read_weights_file
 from .stylegan2_common import ConvertedBank
+
+if TYPE_CHECKING:
+    from ..models.glean import GLEAN
 
 DISC_CONFIG_NAME = "discriminator.json"
 DISC_WEIGHTS_NAME = "discriminator.safetensors"
@@ -202,6 +205,10 @@ def _read_dir(directory: Path) -> ConvertedBank:
         ema=json.loads(meta.get("ema", "null")),
     )
     if (directory / DISC_CONFIG_NAME).is_file():
+        if not (directory / DISC_WEIGHTS_NAME).is_file():
+            raise WeightsError(
+                f"{directory}: {DISC_CONFIG_NAME} is there but {DISC_WEIGHTS_NAME} is missing"
+            )
         bank.discriminator_config = _read_config(
             directory / DISC_CONFIG_NAME, "stylegan2_discriminator"
         )
@@ -361,13 +368,19 @@ def sample_grid(
     z = torch.randn(
         num, generator.config.style_channels, generator=torch.Generator().manual_seed(seed)
     )
+    center = None  # the truncation centre, estimated once for all batches when not stored
+    if truncation_psi != 1.0:
+        center = generator.stored_w_avg
+        center = generator.mean_latent() if center is None else center
     images = []
     devices = [param.device] if param.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, num, batch_size):
             batch = z[start : start + batch_size].to(param)
-            img = generator.generate(batch, truncation_psi=truncation_psi, noise_mode=noise_mode)
+            img = generator.generate(
+                batch, truncation_psi=truncation_psi, noise_mode=noise_mode, w_avg=center
+            )
             images.append(((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu())
     imgs = torch.cat(images)  # [N, C, R, R]
     cols = columns or math.ceil(math.sqrt(num))
@@ -399,13 +412,14 @@ def build_glean_from_bank(
     *,
     rrdb_channels: int = 64,
     num_rrdbs: int = 23,
-) -> Any:
+) -> GLEAN:
     """A GLEAN around ``bank`` (not copied; it is frozen): ``out_size`` is the bank's
     resolution and style size, mapping depth and channel multiplier are the bank's.
 
-    This is how training on a new category starts (GLEAN, Sec. 3.4: the bank is a pretrained
-    StyleGAN2; encoder, fusion and decoder are trained). The bank's own stored truncation centre
-    is not part of GLEAN's state_dict, so the model's files keep the released key set.
+    This is how training on a new category starts (GLEAN, Sec. 3.2 and 3.4: a pretrained
+    StyleGAN2 is the bank and stays fixed; encoder, fusion and decoder are trained). The bank's
+    stored truncation centre is not part of GLEAN's state_dict, so the model's files keep the
+    released key set.
     """
     from ..models.glean import GLEAN
 

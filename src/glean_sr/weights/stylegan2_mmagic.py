@@ -36,10 +36,8 @@ from .stylegan2_common import (
     expect_fir,
     generator_target,
     indices,
+    need_tensor,
     pick_variant,
-)
-from .stylegan2_common import (
-    need_tensor as need,
 )
 
 FORMAT = "mmagic/mmgeneration"
@@ -94,11 +92,11 @@ def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Conf
     convs = indices(sd, r"convs\.(\d+)\.conv\.weight_orig")
     if not convs or len(convs) % 2:
         raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
-    channels = {4: int(need(sd, "conv1.conv.weight_orig", name, what).shape[1])}
+    channels = {4: int(need_tensor(sd, "conv1.conv.weight_orig", name, what).shape[1])}
     for b in range(len(convs) // 2):
         key = f"convs.{2 * b + 1}.conv.weight_orig"
-        channels[2 ** (b + 3)] = int(need(sd, key, name, what).shape[1])
-    style = need(sd, "conv1.conv.style_modulation.linear.weight_orig", name, what)
+        channels[2 ** (b + 3)] = int(need_tensor(sd, key, name, what).shape[1])
+    style = need_tensor(sd, "conv1.conv.style_modulation.linear.weight_orig", name, what)
     return build_config(
         StyleGAN2Config,
         name,
@@ -107,7 +105,7 @@ def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Conf
         style_channels=int(style.shape[1]),
         num_mlps=len(indices(sd, r"style_mapping\.(\d+)\.bias")),
         channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(need(sd, "to_rgb1.conv.weight_orig", name, what).shape[1]),
+        img_channels=int(need_tensor(sd, "to_rgb1.conv.weight_orig", name, what).shape[1]),
     )
 
 
@@ -117,13 +115,13 @@ def infer_discriminator_config(
     """Architecture of a discriminator state_dict in mmagic's layout (group size: not stored)."""
     what = "discriminator"
     blocks = indices(sd, r"convs\.(\d+)\.conv1\.0\.conv\.weight_orig")
-    from_rgb = need(sd, "convs.0.0.conv.weight_orig", name, what)
+    from_rgb = need_tensor(sd, "convs.0.0.conv.weight_orig", name, what)
     resolution = 2 ** (len(blocks) + 2)
     channels = {resolution: int(from_rgb.shape[0])}
     for k in blocks:
         key = f"convs.{k}.conv2.1.conv.weight_orig"
-        channels[resolution >> k] = int(need(sd, key, name, what).shape[0])
-    final = need(sd, "final_conv.0.conv.weight_orig", name, what)
+        channels[resolution >> k] = int(need_tensor(sd, key, name, what).shape[0])
+    final = need_tensor(sd, "final_conv.0.conv.weight_orig", name, what)
     return build_config(
         StyleGAN2DiscriminatorConfig,
         name,

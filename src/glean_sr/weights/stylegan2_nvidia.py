@@ -45,11 +45,9 @@ from .stylegan2_common import (
     expect_fir,
     generator_target,
     indices,
+    need_tensor,
     pick_variant,
     reshape_to,
-)
-from .stylegan2_common import (
-    need_tensor as need,
 )
 
 FORMAT = "NVIDIA pickle"
@@ -145,10 +143,8 @@ def _rgb_rule(suffix: str, leaf: str, convert: Any = None) -> KeyRule:
 
 
 GENERATOR_RULES = [
-    KeyRule(
-        r"style_mapping\.(\d+)\.linear\.weight_orig", lambda m: f"mapping.fc{int(m[1]) - 1}.weight"
-    ),
-    KeyRule(r"style_mapping\.(\d+)\.bias", lambda m: f"mapping.fc{int(m[1]) - 1}.bias"),
+    KeyRule(r"style_mapping\.(\d+)\.linear\.weight_orig", lambda m: f"{_fc(m[1])}.weight"),
+    KeyRule(r"style_mapping\.(\d+)\.bias", lambda m: f"{_fc(m[1])}.bias"),
     KeyRule(r"constant_input\.input", "synthesis.b4.const", add_batch_dim),
     _layer_rule(r"\.conv\.weight_orig", "weight", add_batch_dim),
     _layer_rule(r"\.conv\.style_modulation\.linear\.weight_orig", "affine.weight"),
@@ -165,9 +161,7 @@ GENERATOR_RULES = [
         lambda m: f"synthesis.b{2 ** (int(m[1]) + 3)}.resample_filter",
         expect_fir(1, 4),
     ),
-    KeyRule(
-        r"injected_noise_(\d+)", lambda m: f"{_noise_layer(int(m[1]))}.noise_const", _noise_map
-    ),
+    KeyRule(r"injected_noise_(\d+)", lambda m: f"{_noise_layer(m[1])}.noise_const", _noise_map),
 ]
 #: Filters of layers that do not resample (and the block-level copies) are unused; every filter
 #: is still checked to be [1, 3, 3, 1] before conversion.
@@ -245,8 +239,8 @@ def infer_generator_config(
             f"synthesis.b{res}.conv1.noise_const" in sd, name, "a generator without noise inputs"
         )
     channels = {res: int(sd[f"synthesis.b{res}.conv1.weight"].shape[0]) for res in blocks}
-    style = need(sd, "synthesis.b4.conv1.affine.weight", name, what)
-    fc0 = need(sd, "mapping.fc0.weight", name, what)
+    style = need_tensor(sd, "synthesis.b4.conv1.affine.weight", name, what)
+    fc0 = need_tensor(sd, "mapping.fc0.weight", name, what)
     if fc0.shape[1] != style.shape[1]:
         raise WeightsError(
             f"{name}: z size {fc0.shape[1]} differs from w size {style.shape[1]} "
@@ -262,7 +256,7 @@ def infer_generator_config(
         num_mlps=len(indices(sd, r"mapping\.fc(\d+)\.weight")),
         channel_multiplier=channel_multiplier(channels, name, what),
         lr_mlp=lr_mlp,
-        img_channels=int(need(sd, "synthesis.b4.torgb.weight", name, what).shape[0]),
+        img_channels=int(need_tensor(sd, "synthesis.b4.torgb.weight", name, what).shape[0]),
     )
 
 
@@ -277,14 +271,14 @@ def infer_discriminator_config(
         arch = _attr(attrs, f"b{res}", "architecture", "resnet")
         _refuse_unless(arch == "resnet", name, f"discriminator architecture '{arch}'")
     resolution = max(blocks)
-    from_rgb = need(sd, f"b{resolution}.fromrgb.weight", name, what)
+    from_rgb = need_tensor(sd, f"b{resolution}.fromrgb.weight", name, what)
     channels = {resolution: int(from_rgb.shape[0])}
     channels.update({res // 2: int(sd[f"b{res}.conv1.weight"].shape[0]) for res in blocks})
     group = _attr(attrs, "b4.mbstd", "group_size", 4)
     mbstd_channels = _attr(attrs, "b4.mbstd", "num_channels", 1)
     if group is None:
         raise WeightsError(f"{name}: a minibatch-stddev group of the whole batch is not supported")
-    final = need(sd, "b4.conv.weight", name, what)
+    final = need_tensor(sd, "b4.conv.weight", name, what)
     if int(final.shape[1]) != channels[4] + int(mbstd_channels):
         raise WeightsError(f"{name}: the discriminator's epilogue does not match its mbstd layer")
     return build_config(

@@ -37,10 +37,8 @@ from .stylegan2_common import (
     expect_fir,
     generator_target,
     indices,
+    need_tensor,
     pick_variant,
-)
-from .stylegan2_common import (
-    need_tensor as need,
 )
 
 FORMAT = "rosinality"
@@ -89,32 +87,34 @@ def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Conf
     convs = indices(sd, r"convs\.(\d+)\.conv\.weight")
     if not convs or len(convs) % 2:
         raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
-    channels = {4: int(need(sd, "conv1.conv.weight", name, what).shape[1])}
+    channels = {4: int(need_tensor(sd, "conv1.conv.weight", name, what).shape[1])}
     for b in range(len(convs) // 2):
         channels[2 ** (b + 3)] = int(
-            need(sd, f"convs.{2 * b + 1}.conv.weight", name, what).shape[1]
+            need_tensor(sd, f"convs.{2 * b + 1}.conv.weight", name, what).shape[1]
         )
     return build_config(
         StyleGAN2Config,
         name,
         "StyleGAN2 generator",
         resolution=max(channels),
-        style_channels=int(need(sd, "conv1.conv.modulation.weight", name, what).shape[1]),
+        style_channels=int(need_tensor(sd, "conv1.conv.modulation.weight", name, what).shape[1]),
         num_mlps=len(indices(sd, r"style\.(\d+)\.weight")),
         channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(need(sd, "to_rgb1.conv.weight", name, what).shape[1]),
+        img_channels=int(need_tensor(sd, "to_rgb1.conv.weight", name, what).shape[1]),
     )
 
 
 def infer_discriminator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2DiscriminatorConfig:
     what = "discriminator"
     blocks = indices(sd, r"convs\.(\d+)\.conv1\.0\.weight")
-    from_rgb = need(sd, "convs.0.0.weight", name, what)
+    from_rgb = need_tensor(sd, "convs.0.0.weight", name, what)
     resolution = 2 ** (len(blocks) + 2)
     channels = {resolution: int(from_rgb.shape[0])}
     for k in blocks:
-        channels[resolution >> k] = int(need(sd, f"convs.{k}.conv2.1.weight", name, what).shape[0])
-    final = need(sd, "final_conv.0.weight", name, what)
+        channels[resolution >> k] = int(
+            need_tensor(sd, f"convs.{k}.conv2.1.weight", name, what).shape[0]
+        )
+    final = need_tensor(sd, "final_conv.0.weight", name, what)
     return build_config(
         StyleGAN2DiscriminatorConfig,
         name,
