@@ -168,6 +168,27 @@ def test_code_in_a_legacy_torch_file_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "view",
+    [(0, (4,), (-1,)), (-2, (2,), (1,)), (0, (3,), (2,)), (3, (2,), (1,)), (0, (-1,), (1,))],
+)
+def test_tensor_views_outside_their_storage_are_refused(tmp_path, view):
+    """A crafted (offset, size, stride) must not make a tensor read memory beyond its bytes."""
+    offset, size, stride = view
+
+    class Crafted:
+        def __reduce__(self):
+            storage = torch.zeros(4).untyped_storage()
+            typed = torch.storage.TypedStorage(
+                wrap_storage=storage, dtype=torch.float32, _internal=True
+            )
+            return (torch._utils._rebuild_tensor_v2, (typed, offset, size, stride, False, {}))
+
+    path = tmp_path / "view.pth"
+    torch.save({"w": Crafted()}, path)
+    _refused(path, "refused to load: a tensor")
+
+
 def test_numpy_object_arrays_are_refused(tmp_path):
     path = tmp_path / "obj.pkl"
     path.write_bytes(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2))

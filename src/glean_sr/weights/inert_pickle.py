@@ -11,7 +11,7 @@ arrays. This module reads all of them as data:
   to an inert reconstruction written here (tensor rebuilds, containers, numpy scalars and arrays
   rebuilt from their bytes, and :class:`PickledObject` records for foreign classes). A name that
   is not in the table is refused with :class:`~glean_sr.errors.WeightsError`; nothing is
-  imported and no callable named by the file is ever called;
+  imported, and only the table's own reconstructions ever run;
 * the three containers are understood: the zip format of ``torch.save``, the legacy
   ``torch.save`` stream (also nested inside NVIDIA pickles as ``torch.storage._load_from_bytes``
   blobs), and plain pickles.
@@ -203,15 +203,15 @@ def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any) -
     itemsize = torch.empty((), dtype=storage.dtype).element_size()
     if storage.byte_offset % itemsize:
         raise Refused("a misaligned storage view")
-    t = torch.empty((0,), dtype=storage.dtype)
     offset = int(storage_offset) + storage.byte_offset // itemsize
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    extent = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
-    if any(n == 0 for n in size):
-        extent = offset - 1
-    if extent >= storage.untyped.nbytes() // itemsize:
-        raise Refused("a tensor larger than its storage")
-    return t.set_(storage.untyped, offset, size, stride)
+    if len(size) != len(stride) or min((offset, *size, *stride)) < 0:
+        raise Refused("a tensor view with a negative size, stride or offset")
+    if all(n > 0 for n in size):  # the last element a view reaches must lie in the storage
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= storage.untyped.nbytes() // itemsize:
+            raise Refused("a tensor larger than its storage")
+    return torch.empty((0,), dtype=storage.dtype).set_(storage.untyped, offset, size, stride)
 
 
 def _rebuild_tensor_v2(
@@ -278,6 +278,8 @@ def _numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> 
 
 def _getattr_as_data(obj: Any, name: Any, *default: Any) -> _Opaque:
     """``getattr(x, 'name')``, used by protocol-2 pickles for nested names: kept as a name only."""
+    if not isinstance(name, str):
+        raise Refused("getattr with a name that is not a string")
     owner = getattr(obj, "type_name", None) or getattr(obj, "name", None) or type(obj).__name__
     return _Opaque(f"{owner}.{name}")
 
