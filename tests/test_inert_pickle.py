@@ -189,6 +189,30 @@ def test_tensor_views_outside_their_storage_are_refused(tmp_path, view):
     _refused(path, "refused to load: a tensor")
 
 
+def test_declared_storages_cannot_exceed_the_file(tmp_path):
+    """Each legacy storage is allocated before its bytes are read: a file declaring many
+    storages, each smaller than the file but together far larger, is refused before they are
+    allocated (here 100 x 400 kB in a 400 kB file)."""
+    blob = [pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {})]
+
+    class Big:
+        def __init__(self, key):
+            self.key = key
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Big):  # 1e5 floats (400 kB) each, never written
+                return ("storage", torch.FloatStorage, obj.key, "cpu", 100_000, None)
+            return None
+
+    main = io.BytesIO()
+    Pickler(main, protocol=2).dump([Big(str(i)) for i in range(100)])
+    path = tmp_path / "big.pth"
+    padding = bytes(400_000)
+    path.write_bytes(b"".join(blob) + main.getvalue() + pickle.dumps([], protocol=2) + padding)
+    _refused(path, "larger than the file")
+
+
 def test_numpy_object_arrays_are_refused(tmp_path):
     path = tmp_path / "obj.pkl"
     path.write_bytes(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2))

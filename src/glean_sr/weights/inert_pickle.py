@@ -453,13 +453,15 @@ def _load_legacy_rest(stream: BinaryIO, total_bytes: int, depth: int) -> Any:
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
         raise Refused("a big-endian torch.save file")
     roots: dict[str, _Storage] = {}
+    budget = [total_bytes]  # the storages' bytes follow in the file: together at most its size
 
     def persistent_load(pid: Any) -> _Storage:
         storage_type, key, numel = _storage_id(pid)
-        nbytes = numel * _itemsize(storage_type.dtype)
-        if nbytes > total_bytes:
-            raise Refused("a storage larger than the file")
         if key not in roots:
+            nbytes = numel * _itemsize(storage_type.dtype)
+            budget[0] -= nbytes
+            if budget[0] < 0:
+                raise Refused("tensor storages larger than the file")
             roots[key] = _Storage(torch.UntypedStorage(nbytes), storage_type.dtype)
         root = roots[key]
         view = pid[5] if len(pid) > 5 else None
@@ -503,9 +505,8 @@ def _load_zip(path: Path) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         if f"{prefix}byteorder" in names and zf.read(f"{prefix}byteorder") != b"little":
             raise Refused("a big-endian torch.save file")
-        archive_bytes = path.stat().st_size
-        if any(info.file_size > archive_bytes for info in zf.infolist()):
-            raise Refused("a compressed zip entry larger than the file (torch never compresses)")
+        if sum(info.file_size for info in zf.infolist()) > path.stat().st_size:
+            raise Refused("compressed zip entries larger than the file (torch never compresses)")
         storages: dict[str, _Storage] = {}
 
         def persistent_load(pid: Any) -> _Storage:
@@ -514,11 +515,10 @@ def _load_zip(path: Path) -> Any:
                 data = bytearray(zf.read(f"{prefix}data/{key}"))
                 if len(data) < numel * _itemsize(storage_type.dtype):
                     raise pickle.UnpicklingError(f"storage {key} is shorter than its tensor")
-                untyped = (
-                    torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
-                    if data
-                    else (torch.UntypedStorage(0))
-                )
+                if data:
+                    untyped = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+                else:
+                    untyped = torch.UntypedStorage(0)
                 storages[key] = _Storage(untyped, storage_type.dtype)
             return storages[key]
 
