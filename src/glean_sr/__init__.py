@@ -27,6 +27,10 @@ _EXPORTS = {
     "build_glean_from_bank": "glean_sr.weights.banks",
     "GleanError": "glean_sr.errors",
     "imresize": "glean_sr.data.imresize",
+    "Upscaler": "glean_sr.inference.upscaler",
+    "read_image": "glean_sr.io",
+    "write_image": "glean_sr.io",
+    "ImageData": "glean_sr.io",
 }
 
 

@@ -15,7 +15,7 @@ from . import __version__
 from .errors import GleanError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["info", "convert", "convert-bank", "sample-bank"]
+COMMANDS = ["upscale", "info", "convert", "convert-bank", "sample-bank"]
 
 
 def build_parser() -> argparse.ArgumentParser:

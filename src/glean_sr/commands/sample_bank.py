@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from . import bank_options
 
@@ -37,11 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import GleanError
-    from ..weights.banks import check_image_path, sample_grid, write_image
+    from ..io import WRITE_FORMATS, from_array, write_image
+    from ..weights.banks import sample_grid
 
     if args.num < 1:
         raise GleanError(f"--num must be at least 1, got {args.num}")
-    check_image_path(args.output, overwrite=args.overwrite)  # before the (long) load
+    out = Path(args.output)  # checked before the (long) load; write_image checks again
+    if out.suffix.lower() not in WRITE_FORMATS:
+        raise GleanError(f"{out}: unknown image file suffix (use .png or .jpg)")
+    if out.exists() and not args.overwrite:
+        raise GleanError(f"{out}: exists; pass --overwrite to replace it")
     bank = bank_options.load(args, device=args.device)
     grid = sample_grid(
         bank.generator,
@@ -50,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         truncation_psi=args.truncation,
         noise_mode=args.noise_mode,
     )
-    out = write_image(grid, args.output, overwrite=args.overwrite)
+    for note in write_image(from_array(grid), out, overwrite=args.overwrite):
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {out} ({args.num} images, {grid.shape[1]}x{grid.shape[0]}): {bank.describe()}")
     return 0

@@ -27,7 +27,6 @@ Bank directory::
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write_bytes
 from ..config import (
     GLEANConfig,
     StyleGAN2Config,
@@ -52,7 +52,7 @@ from ..models.stylegan2 import NoiseMode, StyleGAN2Generator
 from ..presets import BANK_PRESETS
 from . import hub
 from .glean_format import to_float32
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, _atomic_write_bytes, save_state_dict_safetensors
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, save_state_dict_safetensors
 from .safe_load import read_weights_file
 from .stylegan2_common import ConvertedBank
 
@@ -144,20 +144,8 @@ def check_bank_directory(directory: str | os.PathLike, *, overwrite: bool = Fals
     return out
 
 
-def check_image_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Raise unless an image may be written to ``path`` (known suffix, no unasked overwrite)."""
-    from PIL import Image
-
-    out = Path(path).expanduser()
-    if out.exists() and not overwrite:
-        raise GleanError(f"{out} already exists; pass --overwrite to replace it")
-    if Image.registered_extensions().get(out.suffix.lower()) is None:
-        raise GleanError(f"{out}: unknown image format '{out.suffix}' (use .png or .jpg)")
-    return out
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -394,18 +382,6 @@ def sample_grid(
     return np.repeat(grid_np, 3, axis=2) if c == 1 else grid_np
 
 
-def write_image(array: np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write an ``[H, W, 3]`` uint8 image (format from the suffix) atomically."""
-    from PIL import Image
-
-    out = check_image_path(path, overwrite=overwrite)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=Image.registered_extensions()[out.suffix.lower()])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out, buffer.getvalue())
-    return out
-
-
 def build_glean_from_bank(
     bank: LoadedBank | StyleGAN2Generator,
     in_size: int,
@@ -448,9 +424,7 @@ __all__ = [
     "LoadedBank",
     "build_glean_from_bank",
     "check_bank_directory",
-    "check_image_path",
     "convert_object",
     "load_bank",
     "sample_grid",
-    "write_image",
 ]
