@@ -175,11 +175,59 @@ def channel_multiplier(channels: Mapping[int, int], name: str, what: str) -> int
     return 2 if 2 in candidates else candidates[0]
 
 
-def build_config(cls: type, name: str, what: str, **fields: Any) -> Any:
+def _build_config(cls: type, name: str, what: str, **fields: Any) -> Any:
     try:
         return cls(**fields)
     except ConfigError as exc:
         raise WeightsError(f"{name}: the tensors describe no valid {what} ({exc})") from None
+
+
+def generator_config(
+    name: str,
+    *,
+    channels: Mapping[int, int],
+    style_channels: int,
+    num_mlps: int,
+    img_channels: int,
+    lr_mlp: float = 0.01,
+) -> StyleGAN2Config:
+    """The generator whose widths are ``channels`` (resolution -> width, 4 .. resolution).
+
+    ``lr_mlp`` is not in the tensors; 0.01 is every released network's (and every code's
+    default)."""
+    return _build_config(
+        StyleGAN2Config,
+        name,
+        "StyleGAN2 generator",
+        resolution=max(channels),
+        style_channels=style_channels,
+        num_mlps=num_mlps,
+        channel_multiplier=channel_multiplier(channels, name, "generator"),
+        img_channels=img_channels,
+        lr_mlp=lr_mlp,
+    )
+
+
+def discriminator_config(
+    name: str,
+    *,
+    channels: Mapping[int, int],
+    img_channels: int,
+    final_in_channels: int,
+    mbstd_group_size: int = 4,
+) -> StyleGAN2DiscriminatorConfig:
+    """The discriminator whose widths are ``channels`` (resolution -> width, 4 .. resolution);
+    the minibatch-stddev channels are what the final conv takes beyond the 4x4 features."""
+    return _build_config(
+        StyleGAN2DiscriminatorConfig,
+        name,
+        "StyleGAN2 discriminator",
+        resolution=max(channels),
+        channel_multiplier=channel_multiplier(channels, name, "discriminator"),
+        img_channels=img_channels,
+        mbstd_group_size=mbstd_group_size,
+        mbstd_channels=final_in_channels - channels.get(4, 0),
+    )
 
 
 def meta_state_dict(module_cls: type, config: Any) -> dict[str, Tensor]:
@@ -200,6 +248,63 @@ def discriminator_target(config: StyleGAN2DiscriminatorConfig) -> dict[str, Tens
     return meta_state_dict(StyleGAN2Discriminator, config)
 
 
+@dataclass(frozen=True)
+class StyledLayout:
+    """Where rosinality's module tree, and mmagic's port of it, keep the tensors the architecture
+    is read from (the trees are the same; leaf names differ)."""
+
+    conv: str  # leaf of a modulated conv's weight: conv1.conv.<conv>, [1, out, in, k, k]
+    modulation: str  # leaf of its style dense weight: conv1.conv.<modulation>, [in, S]
+    mapping: str  # prefix of the mapping MLP: <mapping>.{1..L}.bias
+    d_conv: str  # leaf of a discriminator conv's weight: convs.0.0.<d_conv>, [out, in, k, k]
+
+
+def infer_styled_generator(
+    sd: Mapping[str, Any], name: str, layout: StyledLayout
+) -> StyleGAN2Config:
+    """StyleGAN2Config of a generator in a rosinality-style tree."""
+    what = "generator"
+    convs = indices(sd, rf"convs\.(\d+)\.conv\.{re.escape(layout.conv)}")
+    if not convs or len(convs) % 2:
+        raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
+    channels = {4: int(need_tensor(sd, f"conv1.conv.{layout.conv}", name, what).shape[1])}
+    for b in range(len(convs) // 2):  # block b's second conv has the width of 2 ** (b + 3)
+        key = f"convs.{2 * b + 1}.conv.{layout.conv}"
+        channels[2 ** (b + 3)] = int(need_tensor(sd, key, name, what).shape[1])
+    style = need_tensor(sd, f"conv1.conv.{layout.modulation}", name, what)
+    rgb = need_tensor(sd, f"to_rgb1.conv.{layout.conv}", name, what)
+    return generator_config(
+        name,
+        channels=channels,
+        style_channels=int(style.shape[1]),
+        num_mlps=len(indices(sd, rf"{re.escape(layout.mapping)}\.(\d+)\.bias")),
+        img_channels=int(rgb.shape[1]),
+    )
+
+
+def infer_styled_discriminator(
+    sd: Mapping[str, Any], name: str, layout: StyledLayout, mbstd_group_size: int = 4
+) -> StyleGAN2DiscriminatorConfig:
+    """StyleGAN2DiscriminatorConfig of a rosinality-style discriminator (the minibatch-stddev
+    group size is not stored in these files: both codes fix it at 4)."""
+    what = "discriminator"
+    blocks = indices(sd, rf"convs\.(\d+)\.conv1\.0\.{re.escape(layout.d_conv)}")
+    from_rgb = need_tensor(sd, f"convs.0.0.{layout.d_conv}", name, what)
+    resolution = 2 ** (len(blocks) + 2)
+    channels = {resolution: int(from_rgb.shape[0])}
+    for k in blocks:  # block k halves resolution >> (k - 1)
+        key = f"convs.{k}.conv2.1.{layout.d_conv}"
+        channels[resolution >> k] = int(need_tensor(sd, key, name, what).shape[0])
+    final = need_tensor(sd, f"final_conv.0.{layout.d_conv}", name, what)
+    return discriminator_config(
+        name,
+        channels=channels,
+        img_channels=int(from_rgb.shape[1]),
+        final_in_channels=int(final.shape[1]),
+        mbstd_group_size=mbstd_group_size,
+    )
+
+
 # -- the converted result --------------------------------------------------------------------------
 
 
@@ -218,6 +323,41 @@ class ConvertedBank:
     #: True: the EMA generator, False: the raw one, None: the file has only one, unlabelled
     ema: bool | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def convert_networks(
+    fmt: str,
+    name: str,
+    *,
+    generator: tuple[StyleGAN2Config, Mapping[str, Tensor], Sequence[KeyRule], Iterable[str]],
+    discriminator: tuple[Any, Mapping[str, Tensor], Sequence[KeyRule], Iterable[str]] | None,
+    **fields: Any,
+) -> ConvertedBank:
+    """Convert a generator and an optional discriminator, each given as (config, foreign
+    state_dict, rules, tolerated keys), into a :class:`ConvertedBank`."""
+    config, sd, rules, tolerated = generator
+    g_sd = convert_by_rules(
+        rules, generator_target(config), sd, name=name, what="generator", tolerated=tolerated
+    )
+    d_config = d_sd = None
+    if discriminator is not None:
+        d_config, sd, rules, tolerated = discriminator
+        d_sd = convert_by_rules(
+            rules,
+            discriminator_target(d_config),
+            sd,
+            name=name,
+            what="discriminator",
+            tolerated=tolerated,
+        )
+    return ConvertedBank(
+        format=fmt,
+        generator_config=config,
+        generator=g_sd,
+        discriminator_config=d_config,
+        discriminator=d_sd,
+        **fields,
+    )
 
 
 def pick_variant(

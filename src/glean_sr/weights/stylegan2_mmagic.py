@@ -22,25 +22,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor
-
-from ..config import StyleGAN2Config, StyleGAN2DiscriminatorConfig
 from ..errors import WeightsError
 from .stylegan2_common import (
     ConvertedBank,
     KeyRule,
-    build_config,
-    channel_multiplier,
-    convert_by_rules,
-    discriminator_target,
+    StyledLayout,
+    convert_networks,
     expect_fir,
-    generator_target,
-    indices,
-    need_tensor,
+    infer_styled_discriminator,
+    infer_styled_generator,
     pick_variant,
 )
 
 FORMAT = "mmagic/mmgeneration"
+
+LAYOUT = StyledLayout(
+    conv="weight_orig",
+    modulation="style_modulation.linear.weight_orig",
+    mapping="style_mapping",
+    d_conv="conv.weight_orig",
+)
 
 GENERATOR_RULES = [
     KeyRule(r"(.*\.(?:weight_orig|bias|weight|input)|injected_noise_\d+)", "{0}"),
@@ -86,54 +87,6 @@ def matches(obj: Any) -> bool:
     )
 
 
-def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Config:
-    """Architecture of a generator state_dict in mmagic's (= glean-sr's) layout."""
-    what = "generator"
-    convs = indices(sd, r"convs\.(\d+)\.conv\.weight_orig")
-    if not convs or len(convs) % 2:
-        raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
-    channels = {4: int(need_tensor(sd, "conv1.conv.weight_orig", name, what).shape[1])}
-    for b in range(len(convs) // 2):
-        key = f"convs.{2 * b + 1}.conv.weight_orig"
-        channels[2 ** (b + 3)] = int(need_tensor(sd, key, name, what).shape[1])
-    style = need_tensor(sd, "conv1.conv.style_modulation.linear.weight_orig", name, what)
-    return build_config(
-        StyleGAN2Config,
-        name,
-        "StyleGAN2 generator",
-        resolution=max(channels),
-        style_channels=int(style.shape[1]),
-        num_mlps=len(indices(sd, r"style_mapping\.(\d+)\.bias")),
-        channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(need_tensor(sd, "to_rgb1.conv.weight_orig", name, what).shape[1]),
-    )
-
-
-def infer_discriminator_config(
-    sd: Mapping[str, Tensor], name: str, mbstd_group_size: int = 4
-) -> StyleGAN2DiscriminatorConfig:
-    """Architecture of a discriminator state_dict in mmagic's layout (group size: not stored)."""
-    what = "discriminator"
-    blocks = indices(sd, r"convs\.(\d+)\.conv1\.0\.conv\.weight_orig")
-    from_rgb = need_tensor(sd, "convs.0.0.conv.weight_orig", name, what)
-    resolution = 2 ** (len(blocks) + 2)
-    channels = {resolution: int(from_rgb.shape[0])}
-    for k in blocks:
-        key = f"convs.{k}.conv2.1.conv.weight_orig"
-        channels[resolution >> k] = int(need_tensor(sd, key, name, what).shape[0])
-    final = need_tensor(sd, "final_conv.0.conv.weight_orig", name, what)
-    return build_config(
-        StyleGAN2DiscriminatorConfig,
-        name,
-        "StyleGAN2 discriminator",
-        resolution=resolution,
-        channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(from_rgb.shape[1]),
-        mbstd_group_size=mbstd_group_size,
-        mbstd_channels=int(final.shape[1]) - channels.get(4, 0),
-    )
-
-
 def _with_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
@@ -145,16 +98,9 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
     if "constant_input.input" in sd:  # a bare generator state_dict
         gen, disc, used_ema, rest = dict(sd), {}, None, {}
     else:
-        keys = list(sd)
-        ema_prefix = next(
-            (
-                p
-                for p in ("generator_ema.module.", "generator_ema.")
-                if any(k.startswith(p) for k in keys)
-            ),
-            None,
-        )
-        raw_prefix = "generator." if any(k.startswith("generator.") for k in keys) else None
+        present = [p for p in _PREFIXES if any(k.startswith(p) for k in sd)]
+        ema_prefix = next((p for p in present if p.startswith("generator_ema.")), None)
+        raw_prefix = "generator." if "generator." in present else None
         prefix, used_ema, notes = pick_variant(
             {True: ema_prefix, False: raw_prefix},
             ema,
@@ -182,27 +128,16 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
     if any(k.startswith("embed.") for k in gen):
         raise WeightsError(f"{name}: conditional (class-label) generators are not supported")
     w_avg = gen.pop("w_avg", None)
-    config = infer_generator_config(gen, name)
-    generator = convert_by_rules(
-        GENERATOR_RULES, generator_target(config), gen, name=name, what="generator"
-    )
-    d_config = d_sd = None
+    discriminator = None
     if disc:
-        d_config = infer_discriminator_config(disc, name)
-        d_sd = convert_by_rules(
-            DISCRIMINATOR_RULES,
-            discriminator_target(d_config),
-            disc,
-            name=name,
-            what="discriminator",
-        )
-    return ConvertedBank(
-        format=FORMAT,
-        generator_config=config,
-        generator=generator,
+        config = infer_styled_discriminator(disc, name, LAYOUT)
+        discriminator = (config, disc, DISCRIMINATOR_RULES, ())
+    return convert_networks(
+        FORMAT,
+        name,
+        generator=(infer_styled_generator(gen, name, LAYOUT), gen, GENERATOR_RULES, ()),
+        discriminator=discriminator,
         w_avg=w_avg,
-        discriminator_config=d_config,
-        discriminator=d_sd,
         channel_order=None,
         ema=used_ema,
         notes=notes,

@@ -38,12 +38,10 @@ from .stylegan2_common import (
     KeyRule,
     LayoutError,
     add_batch_dim,
-    build_config,
-    channel_multiplier,
-    convert_by_rules,
-    discriminator_target,
+    convert_networks,
+    discriminator_config,
     expect_fir,
-    generator_target,
+    generator_config,
     indices,
     need_tensor,
     pick_variant,
@@ -246,17 +244,13 @@ def infer_generator_config(
             f"{name}: z size {fc0.shape[1]} differs from w size {style.shape[1]} "
             f"(glean-sr's mapping network keeps one size)"
         )
-    lr_mlp = float(_attr(attrs, "mapping.fc0", "bias_gain", 0.01))
-    return build_config(
-        StyleGAN2Config,
+    return generator_config(
         name,
-        "StyleGAN2 generator",
-        resolution=max(blocks),
+        channels=channels,
         style_channels=int(style.shape[1]),
         num_mlps=len(indices(sd, r"mapping\.fc(\d+)\.weight")),
-        channel_multiplier=channel_multiplier(channels, name, what),
-        lr_mlp=lr_mlp,
         img_channels=int(need_tensor(sd, "synthesis.b4.torgb.weight", name, what).shape[0]),
+        lr_mlp=float(_attr(attrs, "mapping.fc0", "bias_gain", 0.01)),
     )
 
 
@@ -281,15 +275,12 @@ def infer_discriminator_config(
     final = need_tensor(sd, "b4.conv.weight", name, what)
     if int(final.shape[1]) != channels[4] + int(mbstd_channels):
         raise WeightsError(f"{name}: the discriminator's epilogue does not match its mbstd layer")
-    return build_config(
-        StyleGAN2DiscriminatorConfig,
+    return discriminator_config(
         name,
-        "StyleGAN2 discriminator",
-        resolution=resolution,
-        channel_multiplier=channel_multiplier(channels, name, what),
+        channels=channels,
         img_channels=int(from_rgb.shape[1]),
+        final_in_channels=int(final.shape[1]),
         mbstd_group_size=int(group),
-        mbstd_channels=int(mbstd_channels),
     )
 
 
@@ -310,40 +301,25 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
         net, used_ema, disc = obj, None, None
     sd, attrs = flatten(net, name)
     _check_filters(sd, name, "generator")
-    config = infer_generator_config(sd, attrs, name)
-    generator = convert_by_rules(
-        GENERATOR_RULES,
-        generator_target(config),
-        sd,
-        name=name,
-        what="generator",
-        tolerated=GENERATOR_TOLERATED,
-    )
     clamps = {a.get("conv_clamp") for a in attrs.values() if a.get("conv_clamp") is not None}
     if clamps:
         notes.append(
             f"the file clamps activations at +-{max(clamps):g} (conv_clamp); glean-sr does not"
         )
-    d_config = d_sd = None
+    discriminator = None
     if is_network(disc, "Discriminator"):
         d_tensors, d_attrs = flatten(disc, name)
         _check_filters(d_tensors, name, "discriminator")
         d_config = infer_discriminator_config(d_tensors, d_attrs, name)
-        d_sd = convert_by_rules(
-            discriminator_rules(d_config.resolution),
-            discriminator_target(d_config),
-            d_tensors,
-            name=name,
-            what="discriminator",
-            tolerated=DISCRIMINATOR_TOLERATED,
-        )
-    return ConvertedBank(
-        format=FORMAT,
-        generator_config=config,
-        generator=generator,
+        rules = discriminator_rules(d_config.resolution)
+        discriminator = (d_config, d_tensors, rules, DISCRIMINATOR_TOLERATED)
+    config = infer_generator_config(sd, attrs, name)
+    return convert_networks(
+        FORMAT,
+        name,
+        generator=(config, sd, GENERATOR_RULES, GENERATOR_TOLERATED),
+        discriminator=discriminator,
         w_avg=sd.get("mapping.w_avg"),
-        discriminator_config=d_config,
-        discriminator=d_sd,
         channel_order="RGB",  # NVIDIA's dataset tool stores RGB images
         ema=used_ema,
         notes=notes,

@@ -25,23 +25,23 @@ from typing import Any
 
 from torch import Tensor
 
-from ..config import StyleGAN2Config, StyleGAN2DiscriminatorConfig
 from ..errors import WeightsError
 from .stylegan2_common import (
     ConvertedBank,
     KeyRule,
-    build_config,
-    channel_multiplier,
-    convert_by_rules,
-    discriminator_target,
+    StyledLayout,
+    convert_networks,
     expect_fir,
-    generator_target,
-    indices,
-    need_tensor,
+    infer_styled_discriminator,
+    infer_styled_generator,
     pick_variant,
 )
 
 FORMAT = "rosinality"
+
+LAYOUT = StyledLayout(
+    conv="weight", modulation="modulation.weight", mapping="style", d_conv="weight"
+)
 
 _LAYER = r"(conv1|convs\.\d+)"
 _ANY = r"(conv1|convs\.\d+|to_rgb1|to_rgbs\.\d+)"
@@ -82,51 +82,6 @@ def matches(obj: Any) -> bool:
     return _is_generator(obj) or _is_generator(obj.get("g_ema")) or _is_generator(obj.get("g"))
 
 
-def infer_generator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2Config:
-    what = "generator"
-    convs = indices(sd, r"convs\.(\d+)\.conv\.weight")
-    if not convs or len(convs) % 2:
-        raise WeightsError(f"{name}: cannot infer the generator architecture: no convs.* pairs")
-    channels = {4: int(need_tensor(sd, "conv1.conv.weight", name, what).shape[1])}
-    for b in range(len(convs) // 2):
-        channels[2 ** (b + 3)] = int(
-            need_tensor(sd, f"convs.{2 * b + 1}.conv.weight", name, what).shape[1]
-        )
-    return build_config(
-        StyleGAN2Config,
-        name,
-        "StyleGAN2 generator",
-        resolution=max(channels),
-        style_channels=int(need_tensor(sd, "conv1.conv.modulation.weight", name, what).shape[1]),
-        num_mlps=len(indices(sd, r"style\.(\d+)\.weight")),
-        channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(need_tensor(sd, "to_rgb1.conv.weight", name, what).shape[1]),
-    )
-
-
-def infer_discriminator_config(sd: Mapping[str, Tensor], name: str) -> StyleGAN2DiscriminatorConfig:
-    what = "discriminator"
-    blocks = indices(sd, r"convs\.(\d+)\.conv1\.0\.weight")
-    from_rgb = need_tensor(sd, "convs.0.0.weight", name, what)
-    resolution = 2 ** (len(blocks) + 2)
-    channels = {resolution: int(from_rgb.shape[0])}
-    for k in blocks:
-        channels[resolution >> k] = int(
-            need_tensor(sd, f"convs.{k}.conv2.1.weight", name, what).shape[0]
-        )
-    final = need_tensor(sd, "final_conv.0.weight", name, what)
-    return build_config(
-        StyleGAN2DiscriminatorConfig,
-        name,
-        "StyleGAN2 discriminator",
-        resolution=resolution,
-        channel_multiplier=channel_multiplier(channels, name, what),
-        img_channels=int(from_rgb.shape[1]),
-        mbstd_group_size=4,
-        mbstd_channels=int(final.shape[1]) - channels.get(4, 0),
-    )
-
-
 def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
     notes: list[str] = []
     if _is_generator(obj):
@@ -145,27 +100,16 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
         unknown = sorted(str(k) for k in obj if k not in _KNOWN_ENTRIES)
         if unknown:
             notes.append(f"ignored entries besides the networks: {', '.join(unknown)}")
-    config = infer_generator_config(gen, name)
-    generator = convert_by_rules(
-        GENERATOR_RULES, generator_target(config), gen, name=name, what="generator"
-    )
-    d_config = d_sd = None
+    discriminator = None
     if isinstance(disc, Mapping):
-        d_config = infer_discriminator_config(disc, name)
-        d_sd = convert_by_rules(
-            DISCRIMINATOR_RULES,
-            discriminator_target(d_config),
-            disc,
-            name=name,
-            what="discriminator",
-        )
-    return ConvertedBank(
-        format=FORMAT,
-        generator_config=config,
-        generator=generator,
+        config = infer_styled_discriminator(disc, name, LAYOUT)
+        discriminator = (config, disc, DISCRIMINATOR_RULES, ())
+    return convert_networks(
+        FORMAT,
+        name,
+        generator=(infer_styled_generator(gen, name, LAYOUT), gen, GENERATOR_RULES, ()),
+        discriminator=discriminator,
         w_avg=w_avg.reshape(-1) if w_avg is not None else None,
-        discriminator_config=d_config,
-        discriminator=d_sd,
         channel_order="RGB",  # rosinality trains on PIL (RGB) images
         ema=used_ema,
         notes=notes,
