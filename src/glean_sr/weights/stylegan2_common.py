@@ -365,7 +365,8 @@ def pick_variant(
 ) -> tuple[Any, bool, list[str]]:
     """Choose the EMA (``True``) or raw (``False``) generator; ``ema=None`` prefers the EMA one.
 
-    Returns the chosen value, which one it is, and notes for the user.
+    ``labels`` name them for messages ("EMA generator ('g_ema')"). Returns the chosen value,
+    which one it is, and notes for the user.
     """
     want = True if ema is None else ema
     if variants.get(want) is not None:
@@ -374,8 +375,8 @@ def pick_variant(
     if variants.get(other) is None:
         raise WeightsError(f"{name}: no generator found ({labels[True]} or {labels[False]})")
     if ema is None:
-        return variants[other], other, [f"the file has no EMA generator; using {labels[other]}"]
+        return variants[other], other, [f"the file has no EMA generator; using the {labels[other]}"]
     flag = "--ema" if other else "--no-ema"
     raise WeightsError(
-        f"{name}: the file has no {labels[want]}; use {labels[other]} with ema={other} ({flag})"
+        f"{name}: the file has no {labels[want]}; use the {labels[other]} with ema={other} ({flag})"
     )

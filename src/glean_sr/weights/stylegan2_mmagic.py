@@ -105,7 +105,7 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
             {True: ema_prefix, False: raw_prefix},
             ema,
             name,
-            {True: "the EMA generator (generator_ema.*)", False: "the raw generator (generator.*)"},
+            {True: "EMA generator (generator_ema.*)", False: "raw generator (generator.*)"},
         )
         gen = _with_prefix(sd, prefix)
         disc = _with_prefix(sd, "discriminator.")

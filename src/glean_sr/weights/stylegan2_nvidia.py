@@ -294,7 +294,7 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
             {True: obj.get("G_ema"), False: obj.get("G")},
             ema,
             name,
-            {True: "the EMA generator ('G_ema')", False: "the raw generator ('G')"},
+            {True: "EMA generator ('G_ema')", False: "raw generator ('G')"},
         )
         disc = obj.get("D")
     else:

@@ -91,7 +91,7 @@ def convert(obj: Any, name: str, ema: bool | None = None) -> ConvertedBank:
             {True: obj.get("g_ema"), False: obj.get("g")},
             ema,
             name,
-            {True: "the EMA generator ('g_ema')", False: "the raw generator ('g')"},
+            {True: "EMA generator ('g_ema')", False: "raw generator ('g')"},
         )
         disc = obj.get("d")
         w_avg = obj.get("latent_avg")
