@@ -135,3 +135,17 @@ def test_glean_built_around_a_loaded_bank(snapshot, tmp_path):
     model.save_pretrained(tmp_path / "glean")
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "glean")(lq), sr)
+
+
+def test_loaded_discriminator_trains(snapshot):
+    """Issue 5 trains D from the bank's file: every parameter gets a finite gradient, and an
+    input gradient exists (R1-style penalties need it)."""
+    d = load_bank(snapshot).discriminator.train()
+    img = torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    img.requires_grad_(True)
+    torch.nn.functional.softplus(-d(img)).mean().backward()
+    grads = {n: p.grad for n, p in d.named_parameters()}
+    assert all(
+        g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()
+    )
+    assert img.grad is not None and img.grad.abs().sum() > 0
