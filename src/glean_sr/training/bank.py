@@ -1,0 +1,73 @@
+"""The latent bank and the initial discriminator of a training run, loaded strictly from a file.
+
+mmediting 1.x configs loaded the bank with ``strict=False`` under a prefix that matched nothing,
+so they trained GLEAN around a *random* StyleGAN2 without a word. Here the bank comes only from
+the StyleGAN2 file the recipe names (``glean_sr.load_bank``: mmagic, rosinality or NVIDIA
+formats, or a ``BANK_PRESETS`` name), and training refuses to start when the file is missing,
+has no discriminator although the GAN loss needs one, or does not fit the recipe's model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from ..errors import GleanError, WeightsError
+
+
+def _differences(have: Any, need: Any) -> str:
+    if dataclasses.is_dataclass(have) and dataclasses.is_dataclass(need):
+        fields = [f.name for f in dataclasses.fields(need)]
+        diffs = [
+            f"{name} {getattr(have, name, '?')} (needs {getattr(need, name)})"
+            for name in fields
+            if getattr(have, name, None) != getattr(need, name)
+        ]
+        if diffs:
+            return ", ".join(diffs)
+    return f"{have} (needs {need})"
+
+
+def load_training_bank(
+    source: str, model_config: Any, *, need_discriminator: bool
+) -> tuple[nn.Module, nn.Module | None]:
+    """``(generator, discriminator)`` from ``source``; ``discriminator`` is None when not needed.
+
+    Raises a one-line :class:`WeightsError` when the file cannot be loaded or does not fit
+    ``model_config`` (whose ``bank`` property is the StyleGAN2 architecture the model needs).
+    """
+    from .. import load_bank
+
+    try:
+        loaded = load_bank(source)
+    except GleanError as exc:
+        raise WeightsError(f"cannot load the latent bank '{source}': {exc}") from None
+    generator = loaded.generator
+    need = model_config.bank
+    if generator.config != need:
+        raise WeightsError(
+            f"the bank '{source}' does not fit the recipe's model "
+            f"({model_config.in_size} -> {model_config.out_size}): "
+            f"{_differences(generator.config, need)}; use the StyleGAN2 trained at that "
+            f"resolution or change [model]"
+        )
+    discriminator = loaded.discriminator if need_discriminator else None
+    if need_discriminator:
+        if discriminator is None:
+            raise WeightsError(
+                f"the bank file '{source}' holds no discriminator, which the GAN loss starts "
+                f"from; use the full StyleGAN2 file (generator + discriminator) or set "
+                f"loss.gan_weight=0"
+            )
+        d_res = discriminator.config.resolution
+        if d_res != model_config.out_size:
+            raise WeightsError(
+                f"the discriminator in '{source}' judges {d_res} px images, the model makes "
+                f"{model_config.out_size} px"
+            )
+    return generator, discriminator
+
+
+__all__ = ["load_training_bank"]

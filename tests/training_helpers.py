@@ -1,0 +1,172 @@
+"""Shared pieces of the training tests: a tiny GLEAN, a StyleGAN2 bank file in the mmagic layout,
+small image sets cut from scikit-image's bundled photos, and recipe writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from glean_sr.config import GLEANConfig, StyleGAN2Config, config_to_dict
+from glean_sr.data.imresize import imresize
+from glean_sr.models.stylegan2 import StyleGAN2Generator
+from glean_sr.training.recipe import dump_toml
+
+#: GLEAN 8 -> 16: every kind of part (RRDB, 2 fusions, 1 bank feature, decoder) at a size a
+#: 2-core CPU trains at a few steps per second (StyleGAN2 keeps 512 channels up to 32 px).
+TRAIN_TINY = GLEANConfig(
+    in_size=8, out_size=16, rrdb_channels=8, num_rrdbs=1, style_channels=16, num_mlps=2
+)
+
+
+class StandInDiscriminator(nn.Module):
+    """TEMPORARY stand-in until the StyleGAN2 discriminator of issue 4 is merged."""
+
+    def __init__(self, resolution: int):
+        super().__init__()
+        self.config = SimpleNamespace(resolution=resolution)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(16, 32, 3, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(32 * (resolution // 4) ** 2, 1),
+        )
+
+    def forward(self, img):
+        return self.body(img)
+
+
+def write_bank_file(
+    path: Path, config: StyleGAN2Config = TRAIN_TINY.bank, *, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A StyleGAN2 file as OpenMMLab's converted official weights are laid out:
+    ``{"state_dict": {"generator_ema.*", "discriminator.*"}}``. Returns the bank's state_dict."""
+    torch.manual_seed(seed)
+    bank = StyleGAN2Generator(config)
+    with torch.no_grad():  # a bank whose noise path is live, as in trained files
+        for name, p in bank.named_parameters():
+            if name.endswith("noise_injector.weight"):
+                p.fill_(0.1)
+    disc = StandInDiscriminator(config.resolution)
+    sd = {f"generator_ema.{k}": v for k, v in bank.state_dict().items()}
+    sd.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
+    torch.save({"meta": {"note": "test bank"}, "state_dict": sd}, path)
+    return bank.state_dict()
+
+
+def provisional_load_bank(source: str) -> SimpleNamespace:
+    """TEMPORARY reader of :func:`write_bank_file`'s files until ``glean_sr.load_bank`` lands."""
+    from glean_sr.errors import WeightsError
+
+    p = Path(source)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no such StyleGAN2 file")
+    sd = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
+    g = {k.removeprefix("generator_ema."): v for k, v in sd.items() if k.startswith("generator_")}
+    d = {k.removeprefix("discriminator."): v for k, v in sd.items() if k.startswith("discrim")}
+    res = 2 ** (len([k for k in g if k.startswith("injected_noise_")]) // 2 + 2)
+    style = g["style_mapping.1.bias"].shape[0]
+    mlps = len({k.split(".")[1] for k in g if k.startswith("style_mapping.")})
+    cfg = StyleGAN2Config(resolution=res, style_channels=style, num_mlps=mlps)
+    bank = StyleGAN2Generator(cfg)
+    bank.load_state_dict(g, strict=True)
+    disc = None
+    if d:
+        disc = StandInDiscriminator(res)
+        disc.load_state_dict(d, strict=True)
+    return SimpleNamespace(generator=bank, discriminator=disc)
+
+
+def _crops(rng: np.random.Generator, count: int, size: int) -> list[np.ndarray]:
+    """``count`` square crops of scikit-image's bundled colour photos, resized to ``size``."""
+    import skimage.data as data
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    out = []
+    for i in range(count):
+        img = photos[i % len(photos)]
+        side = int(rng.integers(96, min(img.shape[:2]) + 1))
+        y = int(rng.integers(0, img.shape[0] - side + 1))
+        x = int(rng.integers(0, img.shape[1] - side + 1))
+        crop = np.ascontiguousarray(img[y : y + side, x : x + side, :3])
+        out.append(imresize(crop, size=(size, size)))
+    return out
+
+
+def make_image_set(
+    root: Path, count: int, *, gt_size: int, lq_size: int, seed: int, meta: bool = False
+) -> dict[str, str]:
+    """GT PNGs and their MATLAB-bicubic LQ PNGs (``root/GT``, ``root/LQ``); returns the paths."""
+    gt_dir, lq_dir = root / "GT", root / "LQ"
+    gt_dir.mkdir(parents=True)
+    lq_dir.mkdir()
+    rng = np.random.default_rng(seed)
+    names = []
+    for i, gt in enumerate(_crops(rng, count, gt_size)):
+        name = f"{i:04d}.png"
+        Image.fromarray(gt).save(gt_dir / name)
+        Image.fromarray(imresize(gt, size=(lq_size, lq_size))).save(lq_dir / name)
+        names.append(name)
+    out = {"gt_dir": str(gt_dir), "lq_dir": str(lq_dir)}
+    if meta:
+        (root / "meta.txt").write_text(
+            "".join(f"{n} ({gt_size},{gt_size},3)\n" for n in names), encoding="utf-8"
+        )
+        out["meta_file"] = str(root / "meta.txt")
+    return out
+
+
+def tiny_recipe_dict(
+    tmp: Path, *, bank: Path, train_set: dict, val_set: dict | None, **sections: dict
+) -> dict[str, Any]:
+    """A recipe for :data:`TRAIN_TINY`; ``sections`` update its tables (``train={...}``)."""
+    cfg = config_to_dict(TRAIN_TINY)
+    cfg.pop("model_type")
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "out_dir": str(tmp / "run"),
+        "seed": 0,
+        "model": {"type": "glean", **cfg},
+        "bank": {"source": str(bank)},
+        "data": {**train_set, "num_workers": 0},
+        "val": {**(val_set or {}), "interval": 1000},
+        "loss": {"perceptual_weight": 0.0},
+        "optim": {"total_steps": 1000},
+        "train": {
+            "batch_size": 4,
+            "log_interval": 1,
+            "checkpoint_interval": 1000,
+            "tensorboard": False,
+            "progress_bar": False,
+        },
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def write_recipe(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(dump_toml(data), encoding="utf-8")
+    return path
+
+
+def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
+    lines = (Path(out_dir) / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def train_losses(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per step, the logged losses of the *last* segment that logged that step."""
+    out: dict[int, dict[str, float]] = {}
+    for e in events:
+        if e["event"] == "train":
+            out[e["step"]] = {k: v for k, v in e.items() if k.startswith("loss_")}
+    return out
