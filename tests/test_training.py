@@ -23,6 +23,7 @@ from training_helpers import (
     provisional_load_bank,
     read_log,
     tiny_recipe_dict,
+    torchvision_layout_state_dict,
     train_losses,
     write_bank_file,
     write_recipe,
@@ -64,8 +65,12 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
+    """All three loss terms (VGG16 with test weights), TensorBoard on, 16 steps."""
+    from glean_sr.cli import main
     from glean_sr.training.loop import train
 
+    vgg = tmp_path / "vgg16-test.pth"
+    torch.save(torchvision_layout_state_dict(), vgg)
     data = tiny_recipe_dict(
         tmp_path,
         bank=assets["bank"],
@@ -73,6 +78,8 @@ def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
         val_set=assets["val"],
         optim={"total_steps": 16},  # the recipes' Adam(1e-4) and cosine schedule
         val={"interval": 16},
+        loss={"perceptual_weight": 0.01, "vgg_weights": str(vgg), "vgg_sha256": ""},
+        train={"tensorboard": True},
     )
     summary = train(recipe_from_dict(data))
     assert summary["finished"] and summary["step"] == 16
@@ -97,6 +104,21 @@ def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
         assert torch.equal(model.generator.state_dict()[key], value), key
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["step"] == 16 and best["psnr"] == pytest.approx(vals[-1]["psnr"])
+    assert {"loss_pix", "loss_percep", "loss_gan", "loss_d_real", "loss_d_fake"} <= set(losses[1])
+
+    # TensorBoard got the same numbers
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    logged = [e.value for e in board.Scalars("train/loss_pix")]
+    assert logged == pytest.approx(pix, rel=1e-6)
+    assert len(board.Scalars("val/psnr")) == 2
+
+    # a checkpoint exports to a model directory that glean-sr upscale can use
+    assert main(["train", str(tmp_path / "run"), "--export", str(tmp_path / "exported")]) == 0
+    exported = glean_sr.load_model(tmp_path / "exported")
+    for key, value in model.state_dict().items():
+        assert torch.equal(exported.state_dict()[key], value), key
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, log: Path, timeout: float = 240) -> int:

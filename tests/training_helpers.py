@@ -25,6 +25,30 @@ TRAIN_TINY = GLEANConfig(
 )
 
 
+#: torchvision's vgg16 state_dict, written out from Simonyan & Zisserman's configuration D:
+#: index of each 3x3 conv in ``features`` -> (out, in) channels; then the classifier
+TORCHVISION_CONVS = {
+    0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256),
+    14: (256, 256), 17: (512, 256), 19: (512, 512), 21: (512, 512), 24: (512, 512),
+    26: (512, 512), 28: (512, 512),
+}  # fmt: skip
+TORCHVISION_CLASSIFIER = (0, 3, 6)
+
+
+def torchvision_layout_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic weights in the key layout of torchvision's vgg16-397923af.pth (the real
+    ImageNet file cannot be downloaded here)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i, (out_c, in_c) in TORCHVISION_CONVS.items():
+        sd[f"features.{i}.weight"] = torch.randn(out_c, in_c, 3, 3, generator=g) / (in_c * 9) ** 0.5
+        sd[f"features.{i}.bias"] = torch.randn(out_c, generator=g) * 0.1
+    for i in TORCHVISION_CLASSIFIER:  # present, as in the real file; unused (kept tiny here)
+        sd[f"classifier.{i}.weight"] = torch.zeros(1, 1)
+        sd[f"classifier.{i}.bias"] = torch.zeros(1)
+    return sd
+
+
 class StandInDiscriminator(nn.Module):
     """TEMPORARY stand-in until the StyleGAN2 discriminator of issue 4 is merged."""
 
