@@ -283,7 +283,7 @@ def test_refuses_a_bank_file_without_discriminator_when_the_gan_loss_needs_one(a
     with pytest.raises(WeightsError, match="holds no discriminator"):
         train(recipe)
     # without the GAN term the same file is enough
-    bank, disc = load_training_bank(str(path), TRAIN_TINY, need_discriminator=False)
+    bank, disc, _ = load_training_bank(str(path), TRAIN_TINY, need_discriminator=False)
     assert disc is None and bank.config == TRAIN_TINY.bank
 
 

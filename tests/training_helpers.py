@@ -86,7 +86,7 @@ def write_bank_file(
     return bank.state_dict()
 
 
-def provisional_load_bank(source: str) -> SimpleNamespace:
+def provisional_load_bank(source: str, **_: object) -> SimpleNamespace:
     """TEMPORARY reader of :func:`write_bank_file`'s files until ``glean_sr.load_bank`` lands."""
     from glean_sr.errors import WeightsError
 
@@ -106,7 +106,7 @@ def provisional_load_bank(source: str) -> SimpleNamespace:
     if d:
         disc = StandInDiscriminator(res)
         disc.load_state_dict(d, strict=True)
-    return SimpleNamespace(generator=bank, discriminator=disc)
+    return SimpleNamespace(generator=bank, discriminator=disc, notes=[])
 
 
 def _crops(rng: np.random.Generator, count: int, size: int) -> list[np.ndarray]:

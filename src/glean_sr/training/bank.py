@@ -31,9 +31,15 @@ def _differences(have: Any, need: Any) -> str:
 
 
 def load_training_bank(
-    source: str, model_config: Any, *, need_discriminator: bool
-) -> tuple[nn.Module, nn.Module | None]:
-    """``(generator, discriminator)`` from ``source``; ``discriminator`` is None when not needed.
+    source: str,
+    model_config: Any,
+    *,
+    need_discriminator: bool,
+    channel_order: str = "",
+    progress: bool = True,
+) -> tuple[nn.Module, nn.Module | None, list[str]]:
+    """``(generator, discriminator, notes)`` from ``source``; the discriminator is None when not
+    needed; ``notes`` are the loader's remarks (e.g. an assumed channel order).
 
     Raises a one-line :class:`WeightsError` when the file cannot be loaded or does not fit
     ``model_config`` (whose ``bank`` property is the StyleGAN2 architecture the model needs).
@@ -41,7 +47,7 @@ def load_training_bank(
     from .. import load_bank
 
     try:
-        loaded = load_bank(source)
+        loaded = load_bank(source, channel_order=channel_order or None, progress=progress)
     except GleanError as exc:
         raise WeightsError(f"cannot load the latent bank '{source}': {exc}") from None
     generator = loaded.generator
@@ -67,7 +73,7 @@ def load_training_bank(
                 f"the discriminator in '{source}' judges {d_res} px images, the model makes "
                 f"{model_config.out_size} px"
             )
-    return generator, discriminator
+    return generator, discriminator, list(getattr(loaded, "notes", []))
 
 
 __all__ = ["load_training_bank"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class Parts:
     device: torch.device
     bank_print: str
     frozen: list[str]
+    notes: list[str]
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -153,18 +155,34 @@ def build_parts(recipe: Recipe, device: torch.device, info: DistInfo) -> Parts:
     from .bank import load_training_bank
 
     lo, opt, t = recipe.loss, recipe.optim, recipe.train
+
+    def load_files():
+        vgg = None
+        if lo.perceptual_weight > 0:  # first: a missing VGG file should stop us at once
+            try:
+                vgg = load_vgg16_features(lo.vgg_weights, sha256=lo.vgg_sha256 or None)
+            except GleanError as exc:
+                raise GleanError(
+                    f"the perceptual loss needs ImageNet VGG16 weights: {exc} (pass loss."
+                    f"vgg_weights=PATH to a vgg16-397923af.pth, or set loss.perceptual_weight=0)"
+                ) from None
+        bank, disc, notes = load_training_bank(
+            recipe.bank.source,
+            recipe.model,
+            need_discriminator=lo.gan_weight > 0,
+            channel_order=recipe.bank.channel_order,
+            progress=info.is_main,
+        )
+        return vgg, bank, disc, notes
+
+    if info.is_main:  # rank 0 first: it fills the download cache the others then read
+        vgg, bank, disc, notes = load_files()
+    barrier(info)
+    if not info.is_main:
+        vgg, bank, disc, notes = load_files()
     perceptual = None
-    if lo.perceptual_weight > 0:  # first: a missing VGG file should stop us at once
-        try:
-            vgg = load_vgg16_features(lo.vgg_weights, sha256=lo.vgg_sha256 or None)
-        except GleanError as exc:
-            raise GleanError(
-                f"the perceptual loss needs ImageNet VGG16 weights: {exc} (pass "
-                f"loss.vgg_weights=PATH to a vgg16-397923af.pth, or set loss.perceptual_weight=0)"
-            ) from None
+    if vgg is not None:
         perceptual = PerceptualLoss(vgg, norm_img=lo.perceptual_norm_img).to(device)
-    use_gan = lo.gan_weight > 0
-    bank, disc = load_training_bank(recipe.bank.source, recipe.model, need_discriminator=use_gan)
     bank_print = ckpt.fingerprint(bank.state_dict().items())
 
     torch.manual_seed(recipe.seed)
@@ -205,6 +223,7 @@ def build_parts(recipe: Recipe, device: torch.device, info: DistInfo) -> Parts:
         device=device,
         bank_print=bank_print,
         frozen=frozen,
+        notes=notes,
     )
 
 
@@ -459,7 +478,10 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
         frozen_unreachable=parts.frozen,
         device=str(device),
         recipe_changes=changed,
+        bank_notes=parts.notes,
     )
+    for note in parts.notes if info.is_main else []:
+        print(f"glean-sr train: note: {note}", file=sys.stderr)
     ema_weights = parts.ema.applied if parts.ema is not None else nullcontext
 
     def run_validation() -> None:

@@ -40,9 +40,12 @@ class BankSection:
     ``source`` is a ``BANK_PRESETS`` name or a path to a StyleGAN2 file that holds the generator
     (mmagic ``generator_ema``, rosinality ``g_ema``, NVIDIA ``G_ema``) and, for the GAN loss, the
     discriminator (CVPR 2021, Sec. 3.4: the bank stays fixed throughout training).
+    ``channel_order`` states the order of the file's images where its format does not record it
+    (mmagic training checkpoints: BGR by default); empty means as the format says, else RGB.
     """
 
     source: str
+    channel_order: Literal["", "rgb", "bgr"] = ""
 
 
 @dataclass(frozen=True)
