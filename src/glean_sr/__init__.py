@@ -22,6 +22,10 @@ _EXPORTS = {
     "save_pretrained": "glean_sr.weights.pretrained",
     "GleanError": "glean_sr.errors",
     "imresize": "glean_sr.data.imresize",
+    "Upscaler": "glean_sr.inference.upscaler",
+    "read_image": "glean_sr.io",
+    "write_image": "glean_sr.io",
+    "ImageData": "glean_sr.io",
 }
 
 

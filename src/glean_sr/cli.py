@@ -15,7 +15,7 @@ from . import __version__
 from .errors import GleanError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["info", "convert", "prepare", "train"]
+COMMANDS = ["upscale", "info", "convert", "prepare", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,6 +127,11 @@ def imresize(
             x = torch.tensordot(m, x, dims=([1], [dim])).movedim(0, dim)
         return x.to(img.dtype)
 
+    return _apply_numpy(img, steps)
+
+
+def _apply_numpy(img: np.ndarray, steps: list[tuple[np.ndarray, str]]) -> np.ndarray:
+    """Apply per-axis ``[out, in]`` matrices to ``[H, W]`` / ``[H, W, C]``; integers round back."""
     x = img.astype(np.float64)
     for matrix, axis in steps:
         dim = 0 if axis == "h" else 1
@@ -135,3 +140,38 @@ def imresize(
         info = np.iinfo(img.dtype)  # MATLAB's uint8()/uint16() round half away from zero
         return np.clip(np.floor(x + 0.5), info.min, info.max).astype(img.dtype)
     return x.astype(img.dtype)
+
+
+def area_matrix(in_length: int, out_length: int) -> np.ndarray:
+    """The ``[out_length, in_length]`` float64 matrix of area (box) resampling along one axis.
+
+    Output pixel ``i`` covers ``[i * r, (i + 1) * r)`` of the input (``r = in / out``); each input
+    pixel ``[j, j + 1)`` contributes in proportion to the overlap, so every row sums to one. For an
+    integer shrinking factor this is the plain block mean.
+    """
+    r = in_length / out_length
+    start = np.arange(out_length, dtype=np.float64)[:, None] * r
+    j = np.arange(in_length, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(start + r, j + 1) - np.maximum(start, j), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def area_resize(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize ``[H, W]`` or ``[H, W, C]`` to ``size = (out_h, out_w)`` by area averaging.
+
+    The averaging (box) filter that OpenCV calls ``INTER_AREA`` when shrinking: every input pixel
+    counts in proportion to how much of it an output pixel covers, so nothing aliases and
+    nothing overshoots. It is meant for shrinking; when enlarging it repeats pixels (blending only
+    at their boundaries). Integer images are rounded back to their dtype.
+    """
+    img = np.asarray(img)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"array input must be [H, W] or [H, W, C], got shape {img.shape}")
+    out_h, out_w = (int(size[0]), int(size[1]))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"size must be positive, got {tuple(size)}")
+    steps = [
+        (area_matrix(img.shape[0], out_h), "h"),
+        (area_matrix(img.shape[1], out_w), "w"),
+    ]
+    return _apply_numpy(img, steps)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write_bytes
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, WeightsError
 from ..models.registry import build_model
@@ -163,20 +163,6 @@ def load_model(
     return model.to(device).eval()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_state_dict_safetensors(
     sd: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
@@ -184,7 +170,7 @@ def save_state_dict_safetensors(
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-    _atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
+    atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
@@ -203,7 +189,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     meta = {"format": "pt", "glean_sr_version": __version__, "model_type": config.model_type}
     save_state_dict_safetensors(model.state_dict(), out / WEIGHTS_NAME, meta)
     text = json.dumps(config_to_dict(config), indent=2) + "\n"
-    _atomic_write_bytes(out / CONFIG_NAME, text.encode())
+    atomic_write_bytes(out / CONFIG_NAME, text.encode())
     return out
 
 
