@@ -69,22 +69,28 @@ def list_images(folder: str | os.PathLike) -> list[str]:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An 8-bit image file as ``[H, W, 3]`` uint8 RGB; one-line :class:`ImageError` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as ``[H, W, 3]`` RGB: uint8 for 8-bit files (exact, as the reference read
+    them), float32 in [0, 1] for 16-bit ones; grayscale is repeated to three channels and an
+    alpha channel is ignored. Unreadable files raise a one-line :class:`ImageError`."""
+    from ..io import read_image
 
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
-                raise ImageError(f"{path}: {img.mode} images are not supported; use 8-bit RGB")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
+    img = read_image(path)
+    pixels = np.repeat(img.pixels, 3, axis=2) if img.pixels.shape[2] == 1 else img.pixels
+    if img.bit_depth == 8:
+        return np.rint(pixels * 255).astype(np.uint8)
+    return pixels
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """``[H, W, 3]`` uint8 or [0, 1] float -> ``[3, H, W]`` float32 in [-1, 1]."""
-    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    """``[H, W, 3]`` uint8 or [0, 1] float -> ``[3, H, W]`` float32 in [-1, 1] (the reference's
+    ``(x / 255 - 0.5) / 0.5``)."""
+    x = to_unit_float(img)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) * 2 - 1
+
+
+def to_unit_float(img: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1]; float images unchanged."""
+    return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
 
 
 def bicubic_lq(gt: np.ndarray, in_size: int) -> np.ndarray:
@@ -171,7 +177,7 @@ class SRDataset(Dataset):
         else:
             if rng is None:
                 raise ValueError("the blind degradation needs a random generator")
-            lq = self.blind.degrade(gt.astype(np.float32) / 255.0, rng)
+            lq = self.blind.degrade(to_unit_float(gt), rng)
         if self.flip and rng is not None and rng.random() < 0.5:
             lq, gt = lq[:, ::-1], gt[:, ::-1]
         return lq, gt

@@ -5,14 +5,14 @@
 * ``blind_face``: the in128out1024 blind degradation, seeded per image by ``(seed, file name)``,
   so a file always gets the same LQ whatever else is in the folder.
 
-LQ files keep the GT's file name (paired folders are matched by name). Files are written to a
-temporary name and renamed; existing files are kept unless ``overwrite``.
+LQ files keep the GT's file name and format (paired folders are matched by name; PNG is
+lossless, a JPEG data set gets quality-100 JPEGs). Files are written atomically; existing files
+are kept unless ``overwrite``.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, GleanError
-from .datasets import bicubic_lq, list_images, read_meta_file, read_rgb
+from ..io import from_array, write_image
+from .datasets import bicubic_lq, list_images, read_meta_file, read_rgb, to_unit_float
 from .degradations import BlindDegradation, to_uint8
 
 
@@ -29,27 +30,6 @@ class PrepareReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # existed already
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, one-line reason)
-
-
-def _save_image(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    ext = path.suffix.lower()
-    options: dict = {}
-    if ext in (".jpg", ".jpeg"):
-        options = {"quality": 100, "subsampling": 0}  # as close to lossless as JPEG gets
-    elif ext == ".webp":
-        options = {"lossless": True}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        fmt = Image.registered_extensions()[ext]
-        Image.fromarray(arr, mode="RGB").save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def blind_seed(seed: int, name: str) -> np.random.Generator:
@@ -102,13 +82,15 @@ def prepare_lq(
                 report.skipped.append(name)
                 continue
             if blind is not None:
-                lq = to_uint8(blind.degrade(img.astype(np.float32) / 255.0, blind_seed(seed, name)))
+                lq = to_uint8(blind.degrade(to_unit_float(img), blind_seed(seed, name)))
             elif size is not None:
                 lq = bicubic_lq(img, size)
             else:
                 lq = imresize(img, 1.0 / scale)  # type: ignore[operator]
+            if lq.dtype != np.uint8:  # a 16-bit GT: its LQ image is written with 8 bits
+                lq = to_uint8(np.clip(lq, 0, 1))
             target.parent.mkdir(parents=True, exist_ok=True)
-            _save_image(lq, target)
+            write_image(from_array(lq), target, overwrite=overwrite, quality=100)
             report.written.append(name)
         except GleanError as exc:
             report.failed.append((name, str(exc)))
