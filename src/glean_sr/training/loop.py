@@ -490,8 +490,7 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
             metrics = validate(
                 parts.model, val_set, device=device, info=info, max_images=v.max_images
             )
-            better = metrics["psnr"] > best["psnr"]
-            if better:
+            if step > 0 and metrics["psnr"] > best["psnr"]:  # step 0 is only the baseline
                 best = {"psnr": metrics["psnr"], "ssim": metrics["ssim"], "step": step}
                 if info.is_main:
                     parts.model.save_pretrained(out_dir / "best")
