@@ -4,8 +4,13 @@ accumulation, the schedule, EMA, checkpoints, mixed precision and the refusals."
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import random
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,14 +22,13 @@ from glean_sr.training import checkpoint as ckpt
 from glean_sr.training.bank import load_training_bank
 from glean_sr.training.distributed import DistInfo, TrainableView
 from glean_sr.training.ema import EMA
-from glean_sr.training.loop import (
+from glean_sr.training.loop import train, train_step
+from glean_sr.training.parts import (
     CosineSchedule,
     Parts,
-    _check_resume,
     adam,
     build_parts,
-    train,
-    train_step,
+    check_resume,
 )
 from glean_sr.training.recipe import LossSection, recipe_from_dict
 from training_helpers import (
@@ -311,7 +315,32 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_different_one(assets, tmp_pa
         train(_recipe(assets, tmp_path / "elsewhere"), resume=True)
     # where data lives and how a run is executed may change on resume
     moved = _recipe(assets, tmp_path, train={"log_interval": 7, "stop_at_step": 9})
-    assert _check_resume(moved, ckpt.load_checkpoint(run / "last.pt"), run) == [
+    assert check_resume(moved, ckpt.load_checkpoint(run / "last.pt"), run) == [
         "train.log_interval",
         "train.stop_at_step",
     ]
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(assets, tmp_path):
+    """A cluster's pre-emption notice: stop cleanly, resumable, at a step boundary."""
+    recipe = _recipe(assets, tmp_path, loss={"gan_weight": 0.0})
+    log = tmp_path / "run" / "log.jsonl"
+
+    def send_sigterm_after_the_first_step():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.is_file() and '"event": "train"' in log.read_text():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=send_sigterm_after_the_first_step)
+    sender.start()
+    summary = train(recipe)
+    sender.join()
+    assert summary["stopped"] and not summary["finished"] and 1 <= summary["step"] < 1000
+    assert ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["step"] == summary["step"]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[-1]["event"] == "stopped" and events[-1]["step"] == summary["step"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

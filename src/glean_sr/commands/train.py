@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         best = summary["best"]
         state = "finished" if summary["finished"] else "stopped"
         line = f"{state} at step {summary['step']}; outputs in {summary['out_dir']}"
+        if summary["stopped"]:
+            line += " (stopped by a signal; continue with --resume)"
         if best["step"] >= 0:
             line += f"; best PSNR {best['psnr']:.3f} dB at step {best['step']}"
         print(line)

@@ -15,7 +15,7 @@ _EXPORTS = {
     "load_recipe": "glean_sr.training.recipe",
     "recipe_names": "glean_sr.training.recipe",
     "train": "glean_sr.training.loop",
-    "export_checkpoint": "glean_sr.training.loop",
+    "export_checkpoint": "glean_sr.training.parts",
 }
 
 

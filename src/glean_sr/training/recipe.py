@@ -125,6 +125,7 @@ class TrainSection:
     tensorboard: bool = True
     progress_bar: bool = True
     stop_at_step: int = 0  # end this invocation early (the schedule still spans total_steps)
+    deterministic: bool = False  # deterministic GPU kernels (CPU runs are deterministic anyway)
 
 
 #: Keys that may differ between a checkpoint's recipe and the one it is resumed with: they change
@@ -148,6 +149,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.tensorboard",
         "train.progress_bar",
         "train.stop_at_step",
+        "train.deterministic",
     }
 )
 
