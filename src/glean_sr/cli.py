@@ -15,7 +15,17 @@ from . import __version__
 from .errors import GleanError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["upscale", "info", "convert", "prepare", "train"]
+COMMANDS = [
+    "upscale",
+    "faces",
+    "eval",
+    "info",
+    "convert",
+    "convert-bank",
+    "sample-bank",
+    "prepare",
+    "train",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"glean_sr.commands.{name}").register(sub)
+        importlib.import_module(f"glean_sr.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 

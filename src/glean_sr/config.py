@@ -90,6 +90,52 @@ class StyleGAN2Config:
 
 
 @dataclass(frozen=True)
+class StyleGAN2DiscriminatorConfig:
+    """The StyleGAN2 residual discriminator (Karras et al., CVPR 2020, Fig. 7c, config-f).
+
+    ``resolution`` is the input image size. The minibatch standard deviation layer (Karras et
+    al., ICLR 2018, Sec. 3) splits a batch into groups of ``mbstd_group_size`` samples (a batch
+    must be a multiple of it, or smaller) and appends ``mbstd_channels`` feature maps.
+    """
+
+    model_type: ClassVar[str] = "stylegan2_discriminator"
+
+    resolution: int
+    channel_multiplier: int = 2
+    img_channels: int = 3
+    mbstd_group_size: int = 4
+    mbstd_channels: int = 1
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        if not is_power_of_two(self.resolution) or not 8 <= self.resolution <= 1024:
+            raise ConfigError(
+                f"discriminator resolution must be a power of two in [8, 1024], "
+                f"got {self.resolution!r}"
+            )
+        _check_int("channel_multiplier", self.channel_multiplier)
+        _check_int("img_channels", self.img_channels)
+        _check_int("mbstd_group_size", self.mbstd_group_size)
+        _check_int("mbstd_channels", self.mbstd_channels)
+        if self.channels[4] % self.mbstd_channels:
+            raise ConfigError(
+                f"mbstd_channels must divide {self.channels[4]}, got {self.mbstd_channels}"
+            )
+        if self.blur_kernel != (1, 3, 3, 1):
+            raise ConfigError(f"only blur_kernel (1, 3, 3, 1) is supported, got {self.blur_kernel}")
+
+    @property
+    def channels(self) -> dict[int, int]:
+        return stylegan2_channels(self.channel_multiplier)
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Resolutions of the residual blocks, fine to coarse: resolution, ..., 8."""
+        return [2**k for k in range(int(math.log2(self.resolution)), 2, -1)]
+
+
+@dataclass(frozen=True)
 class GLEANConfig:
     """GLEAN with a StyleGAN2 latent bank (CVPR 2021, Sec. 3; mmagic ``GLEANStyleGANv2``).
 
@@ -175,6 +221,7 @@ def register_config(cls: type) -> type:
 
 
 register_config(StyleGAN2Config)
+register_config(StyleGAN2DiscriminatorConfig)
 register_config(GLEANConfig)
 
 
@@ -220,6 +267,7 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
 __all__ = [
     "GLEANConfig",
     "StyleGAN2Config",
+    "StyleGAN2DiscriminatorConfig",
     "config_from_dict",
     "config_to_dict",
     "is_power_of_two",

@@ -378,16 +378,50 @@ class StyleGAN2Generator(nn.Module):
 
     # -- forward paths ---------------------------------------------------------------------------
 
+    def set_w_avg(self, w_avg: Tensor | None) -> None:
+        """Store (or with ``None`` drop) the truncation centre that came with the weights, ``[S]``.
+
+        NVIDIA's mapping network tracks the average ``w`` during training (``mapping.w_avg``);
+        rosinality's converted files carry it as ``latent_avg``. When present, truncation uses it
+        instead of estimating the mean from samples. It is a non-persistent buffer: it moves with
+        ``.to()`` but is not part of ``state_dict()``, so bank and GLEAN files keep their exact
+        key sets (bank directories store it explicitly).
+        """
+        if w_avg is None:
+            self._buffers.pop("w_avg", None)
+            self._non_persistent_buffers_set.discard("w_avg")
+            return
+        expected = (self.config.style_channels,)
+        if tuple(w_avg.shape) != expected:
+            raise ValueError(f"w_avg must be [{expected[0]}], got {list(w_avg.shape)}")
+        param = self.constant_input.input
+        value = w_avg.detach().to(device=param.device, dtype=param.dtype).clone()
+        self.register_buffer("w_avg", value, persistent=False)
+
+    @property
+    def stored_w_avg(self) -> Tensor | None:
+        """The truncation centre stored with the weights (``[S]``), or None."""
+        return self._buffers.get("w_avg")
+
     def mapping(
         self, z: Tensor, truncation_psi: float = 1.0, w_avg: Tensor | None = None
     ) -> Tensor:
-        """``z: [N, S]`` -> ``w: [N, S]``; truncation pulls ``w`` towards ``w_avg`` when psi < 1."""
+        """``z: [N, S]`` -> ``w: [N, S]``; truncation pulls ``w`` towards ``w_avg`` when psi < 1.
+
+        The centre is ``w_avg`` if given, else the stored one (:meth:`set_w_avg`), else
+        :meth:`mean_latent`.
+        """
         w = self.style_mapping(z)
         if truncation_psi != 1.0:
-            if w_avg is None:
-                w_avg = self.mean_latent()
-            w = w_avg.to(w) + truncation_psi * (w - w_avg.to(w))
+            w = self._truncate(w, truncation_psi, w_avg)
         return w
+
+    def _truncate(self, w: Tensor, truncation_psi: float, w_avg: Tensor | None) -> Tensor:
+        if w_avg is None:
+            w_avg = self.stored_w_avg
+        if w_avg is None:
+            w_avg = self.mean_latent()
+        return w_avg.to(w) + truncation_psi * (w - w_avg.to(w))
 
     @torch.no_grad()
     def mean_latent(self, num_samples: int = 4096, seed: int = 0) -> Tensor:
@@ -434,7 +468,9 @@ class StyleGAN2Generator(nn.Module):
         """Sample images from ``z: [N, S]`` or from ``w: [N, S]`` / ``[N, L, S]``.
 
         ``noise_mode='const'`` uses the stored noise maps (deterministic); ``'random'`` draws new
-        noise; ``'none'`` disables noise. Returns ``[N, img_channels, R, R]``, RGB in about [-1, 1].
+        noise; ``'none'`` disables noise. Truncation (``truncation_psi < 1``) pulls towards
+        ``w_avg``, by default the file's own (:meth:`set_w_avg`) or else an estimated mean.
+        Returns ``[N, img_channels, R, R]``, RGB in about [-1, 1].
         """
         if (z is None) == (w is None):
             raise ValueError("pass exactly one of z or w")
@@ -445,8 +481,7 @@ class StyleGAN2Generator(nn.Module):
                 )
             w = self.mapping(z, truncation_psi, w_avg)
         elif truncation_psi != 1.0:
-            center = self.mean_latent() if w_avg is None else w_avg
-            w = center.to(w) + truncation_psi * (w - center.to(w))
+            w = self._truncate(w, truncation_psi, w_avg)
         assert w is not None
         if w.ndim == 2:
             w = w[:, None].expand(-1, self.config.num_latents, -1)

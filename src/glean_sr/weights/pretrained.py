@@ -70,6 +70,12 @@ def _read_model_dir(directory: Path) -> tuple[Any, dict[str, Tensor]]:
         raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
     except ConfigError as exc:
         raise WeightsError(f"{config_path}: {exc}") from None
+    if config.model_type == "stylegan2":
+        raise WeightsError(
+            f"{directory}: a StyleGAN2 latent bank, not a restorer: load it with "
+            f"glean_sr.load_bank (or glean-sr sample-bank) and build a GLEAN around it with "
+            f"glean_sr.build_glean_from_bank"
+        )
     sd = to_float32(read_weights_file(weights_path), str(weights_path))
     return config, sd
 

@@ -1,0 +1,161 @@
+"""The optional metrics of ``evaluate`` (NIQE, LPIPS, FID, identity), each set up before the
+first image is restored so that a missing weight file or an unsuitable image size stops the run
+at once with one line, never after hours or silently.
+
+A scorer fills ``values[method][i][column]`` (and ``notes[method][i]``) for a batch:
+``gts`` is a list of float32 ``[H, W, 3]`` GT images in ``[0, 1]``, ``outputs[method]`` the
+methods' 8-bit-rounded outputs, and ``finish()`` returns data-set level results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+Values = dict[str, list[dict[str, float | None]]]
+Notes = dict[str, list[str]]
+
+
+def _tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``[N, 3, H, W]`` float32 in [0, 1] from ``[H, W, 3]`` arrays."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+class Scorer:
+    def score(
+        self, gts: list[np.ndarray], outputs: dict[str, list[np.ndarray]], values: Values, notes
+    ) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        return {}
+
+
+class NiqeScorer(Scorer):
+    def __init__(self, crop_border: int, out_size: int) -> None:
+        from .niqe import BLOCK_SIZE
+
+        side = out_size - 2 * crop_border
+        if (side // BLOCK_SIZE) ** 2 < 2:
+            raise ConfigError(
+                f"NIQE needs images with at least two {BLOCK_SIZE}x{BLOCK_SIZE} blocks; these "
+                f"are {side}x{side} after the border crop: drop niqe from --metrics"
+            )
+        self.crop_border = crop_border
+
+    def score(self, gts, outputs, values, notes) -> None:
+        from .niqe import niqe
+
+        for method, images in [*outputs.items(), ("gt", gts)]:
+            for i, img in enumerate(images):
+                values[method][i]["niqe"] = niqe(img, crop_border=self.crop_border)
+
+
+class LpipsScorer(Scorer):
+    def __init__(self, weights, backbone, device: torch.device) -> None:
+        from .lpips import LPIPS
+
+        self.net = LPIPS.from_files(weights, backbone, device=device)
+        self.device = device
+
+    def score(self, gts, outputs, values, notes) -> None:
+        gt = _tensor(gts, self.device) * 2 - 1
+        with torch.inference_mode():
+            for method, images in outputs.items():
+                d = self.net(_tensor(images, self.device) * 2 - 1, gt).cpu().tolist()
+                for i, v in enumerate(d):
+                    values[method][i]["lpips"] = float(v)
+
+
+class FidScorer(Scorer):
+    def __init__(self, weights, device: torch.device, num_images: int) -> None:
+        from .fid import FIDInceptionV3
+
+        if num_images < 2:
+            raise ConfigError("FID needs at least 2 images (and thousands for stable values)")
+        self.net = FIDInceptionV3.from_file(weights, device=device)
+        self.device = device
+        self.stats: dict[str, Any] = {}
+
+    def _add(self, key: str, images: list[np.ndarray]) -> None:
+        from .fid import FeatureStats
+
+        with torch.inference_mode():
+            feats = self.net(_tensor(images, self.device))
+        self.stats.setdefault(key, FeatureStats()).add(feats)
+
+    def score(self, gts, outputs, values, notes) -> None:
+        self._add("gt", gts)
+        for method, images in outputs.items():
+            self._add(method, images)
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        from .fid import frechet_distance, sqrt_psd
+
+        if "gt" not in self.stats or self.stats["gt"].n < 2:
+            return {}
+        mu_gt, cov_gt = self.stats["gt"].mean_cov()
+        root_gt = sqrt_psd(cov_gt)  # one decomposition of the GT statistics for all methods
+        out = {}
+        for method, stats in self.stats.items():
+            if method != "gt":
+                d = frechet_distance(mu_gt, cov_gt, *stats.mean_cov(), sqrt_cov1=root_gt)
+                out[method] = {"fid": d}
+        return out
+
+
+class ArcfaceScorer(Scorer):
+    def __init__(self, weights, device: torch.device) -> None:
+        from .arcface import IResNet
+
+        self.net = IResNet.from_file(weights, device=device)
+        self.device = device
+
+    def score(self, gts, outputs, values, notes) -> None:
+        with torch.inference_mode():
+            gt = self.net.embed(_tensor(gts, self.device))
+            for method, images in outputs.items():
+                sims = (self.net.embed(_tensor(images, self.device)) * gt).sum(1).cpu().tolist()
+                for i, v in enumerate(sims):
+                    values[method][i]["identity_arcface"] = float(v)
+
+
+class DlibScorer(Scorer):
+    def __init__(self) -> None:
+        from .identity import DlibIdentity
+
+        self.model = DlibIdentity()
+
+    def score(self, gts, outputs, values, notes) -> None:
+        from .evaluate import to_uint8
+
+        for i, gt in enumerate(gts):
+            gt8 = to_uint8(gt)
+            box = self.model.find_face(gt8)
+            for method, images in outputs.items():
+                if box is None:
+                    notes[method][i] = "identity_dlib: no face found on the GT"
+                    continue
+                sim = self.model.similarity(to_uint8(images[i]), gt8, box)
+                values[method][i]["identity_dlib"] = sim
+
+
+def build_scorers(options, *, out_size: int, device: torch.device, num_images: int) -> list[Scorer]:
+    """One scorer per optional metric in ``options.metrics``, in that order."""
+    scorers: list[Scorer] = []
+    for metric in options.metrics:
+        if metric == "niqe":
+            scorers.append(NiqeScorer(options.crop_border, out_size))
+        elif metric == "lpips":
+            scorers.append(LpipsScorer(options.lpips_weights, options.lpips_backbone, device))
+        elif metric == "fid":
+            scorers.append(FidScorer(options.fid_weights, device, num_images))
+        elif metric == "arcface":
+            scorers.append(ArcfaceScorer(options.arcface_weights, device))
+        elif metric == "identity":
+            scorers.append(DlibScorer())
+    return scorers
