@@ -20,7 +20,6 @@ from glean_sr.training.checkpoint import fingerprint, load_checkpoint
 from glean_sr.training.recipe import recipe_from_dict
 from training_helpers import (
     make_image_set,
-    provisional_load_bank,
     read_log,
     tiny_recipe_dict,
     torchvision_layout_state_dict,
@@ -29,15 +28,7 @@ from training_helpers import (
     write_recipe,
 )
 
-TESTS = Path(__file__).resolve().parent
-ENTRY = [sys.executable, str(TESTS / "_cli_with_test_bank.py")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _test_bank_reader():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(glean_sr, "load_bank", provisional_load_bank, raising=False)
-        yield
+ENTRY = [sys.executable, "-m", "glean_sr"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def assets(tmp_path_factory):
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     env["GLEAN_SR_OFFLINE"] = "1"
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
@@ -81,9 +72,11 @@ def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
         loss={"perceptual_weight": 0.01, "vgg_weights": str(vgg), "vgg_sha256": ""},
         train={"tensorboard": True},
     )
+    data["bank"]["channel_order"] = ""  # an mmagic file does not say: assumed RGB, with a note
     summary = train(recipe_from_dict(data))
     assert summary["finished"] and summary["step"] == 10
     events = read_log(tmp_path / "run")
+    assert "assumed RGB" in events[0]["bank_notes"][0]
     losses = train_losses(events)
     pix = [losses[s]["loss_pix"] for s in sorted(losses)]
     assert len(pix) == 10
@@ -207,7 +200,8 @@ def test_two_process_torchrun_keeps_replicas_identical_and_the_bank_untouched(as
         "--standalone",
         "--nproc_per_node",
         "2",
-        str(TESTS / "_cli_with_test_bank.py"),
+        "-m",
+        "glean_sr",
         "train",
         str(recipe),
     ]

@@ -34,19 +34,11 @@ from glean_sr.training.recipe import LossSection, recipe_from_dict
 from training_helpers import (
     TRAIN_TINY,
     make_image_set,
-    provisional_load_bank,
     tiny_recipe_dict,
     write_bank_file,
 )
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _test_bank_reader():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(glean_sr, "load_bank", provisional_load_bank, raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

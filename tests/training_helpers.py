@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from glean_sr.config import GLEANConfig, StyleGAN2Config, config_to_dict
+from glean_sr.config import (
+    GLEANConfig,
+    StyleGAN2Config,
+    StyleGAN2DiscriminatorConfig,
+    config_to_dict,
+)
 from glean_sr.data.imresize import imresize
+from glean_sr.models.discriminator import StyleGAN2Discriminator
 from glean_sr.models.stylegan2 import StyleGAN2Generator
 from glean_sr.training.recipe import dump_toml
 
@@ -49,25 +53,6 @@ def torchvision_layout_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-class StandInDiscriminator(nn.Module):
-    """TEMPORARY stand-in until the StyleGAN2 discriminator of issue 4 is merged."""
-
-    def __init__(self, resolution: int):
-        super().__init__()
-        self.config = SimpleNamespace(resolution=resolution)
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(16, 32, 3, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(32 * (resolution // 4) ** 2, 1),
-        )
-
-    def forward(self, img):
-        return self.body(img)
-
-
 def write_bank_file(
     path: Path, config: StyleGAN2Config = TRAIN_TINY.bank, *, seed: int = 0
 ) -> dict[str, torch.Tensor]:
@@ -79,34 +64,11 @@ def write_bank_file(
         for name, p in bank.named_parameters():
             if name.endswith("noise_injector.weight"):
                 p.fill_(0.1)
-    disc = StandInDiscriminator(config.resolution)
+    disc = StyleGAN2Discriminator(StyleGAN2DiscriminatorConfig(resolution=config.resolution))
     sd = {f"generator_ema.{k}": v for k, v in bank.state_dict().items()}
     sd.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
     torch.save({"meta": {"note": "test bank"}, "state_dict": sd}, path)
     return bank.state_dict()
-
-
-def provisional_load_bank(source: str, **_: object) -> SimpleNamespace:
-    """TEMPORARY reader of :func:`write_bank_file`'s files until ``glean_sr.load_bank`` lands."""
-    from glean_sr.errors import WeightsError
-
-    p = Path(source)
-    if not p.is_file():
-        raise WeightsError(f"{p}: no such StyleGAN2 file")
-    sd = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
-    g = {k.removeprefix("generator_ema."): v for k, v in sd.items() if k.startswith("generator_")}
-    d = {k.removeprefix("discriminator."): v for k, v in sd.items() if k.startswith("discrim")}
-    res = 2 ** (len([k for k in g if k.startswith("injected_noise_")]) // 2 + 2)
-    style = g["style_mapping.1.bias"].shape[0]
-    mlps = len({k.split(".")[1] for k in g if k.startswith("style_mapping.")})
-    cfg = StyleGAN2Config(resolution=res, style_channels=style, num_mlps=mlps)
-    bank = StyleGAN2Generator(cfg)
-    bank.load_state_dict(g, strict=True)
-    disc = None
-    if d:
-        disc = StandInDiscriminator(res)
-        disc.load_state_dict(d, strict=True)
-    return SimpleNamespace(generator=bank, discriminator=disc, notes=[])
 
 
 def _crops(rng: np.random.Generator, count: int, size: int) -> list[np.ndarray]:
@@ -159,7 +121,7 @@ def tiny_recipe_dict(
         "out_dir": str(tmp / "run"),
         "seed": 0,
         "model": {"type": "glean", **cfg},
-        "bank": {"source": str(bank)},
+        "bank": {"source": str(bank), "channel_order": "rgb"},
         "data": {**train_set, "num_workers": 0},
         "val": {**(val_set or {}), "interval": 1000},
         "loss": {"perceptual_weight": 0.0},
