@@ -159,3 +159,21 @@ def test_prepare_reports_a_bad_file_in_one_line_and_goes_on(images, tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "broken.png" in result.stderr
     assert (tmp_path / "lq" / "good.png").is_file()
+
+
+def test_samples_do_not_depend_on_the_loader_workers(images):
+    """Random choices are seeded per sample, so worker processes change nothing (and neither
+    does the moment a resumed run asks for a batch)."""
+    from torch.utils.data import DataLoader
+
+    _, paths = images
+    ds = SRDataset(gt_dir=paths["gt_dir"], in_size=8, out_size=32, degradation="blind_face",
+                   flip=True, seed=2)  # fmt: skip
+    batches = []
+    for workers in (0, 2):
+        sampler = StepSampler(len(ds), global_batch=2, micro_batch=2, seed=2, start_step=1)
+        loader = iter(DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers))
+        batches.append([next(loader) for _ in range(3)])
+    for a, b in zip(*batches, strict=True):
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+        assert torch.equal(a["index"], b["index"])

@@ -108,7 +108,9 @@ def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
     assert len(board.Scalars("val/psnr")) == 2
 
     # a checkpoint exports to a model directory that glean-sr upscale can use
-    assert main(["train", str(tmp_path / "run"), "--export", str(tmp_path / "exported")]) == 0
+    export = ["train", str(tmp_path / "run"), "--export", str(tmp_path / "exported")]
+    assert main(export) == 0
+    assert main(export) == 1  # an existing model is not replaced unasked
     exported = glean_sr.load_model(tmp_path / "exported")
     for key, value in model.state_dict().items():
         assert torch.equal(exported.state_dict()[key], value), key

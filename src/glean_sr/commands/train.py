@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write the model of the run's last checkpoint (EMA weights if kept) to DIR and exit",
     )
+    p.add_argument("--overwrite", action="store_true", help="with --export: replace a model")
     p.set_defaults(func=run, extra_positionals="overrides")
 
 
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         from ..training.loop import export_checkpoint
 
-        out = export_checkpoint(Path(recipe.out_dir).expanduser() / "last.pt", args.export)
+        last = Path(recipe.out_dir).expanduser() / "last.pt"
+        out = export_checkpoint(last, args.export, overwrite=args.overwrite)
         print(f"exported the model of {recipe.out_dir}/last.pt to {out}")
         return 0
     from ..training.loop import train

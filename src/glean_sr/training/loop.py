@@ -286,47 +286,50 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
     # -- the loop ------------------------------------------------------------------------------
     total = recipe.optim.total_steps
     end = total if t.stop_at_step <= 0 else min(t.stop_at_step, total)
-    if state is None and val_set is not None:
-        run_validation()  # the starting point: shows the bank and the data are right
-    batches = iter(loader)
-    sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=device)
-    steps_in_sums, tick = 0, time.perf_counter()
-    stop = StopRequest()
-    with stop:
-        while step < end and not stopped(stop, info, device):
-            micro_batches = [next(batches) for _ in range(t.grad_accum)]
-            lr_g = parts.opt_g.param_groups[0]["lr"]
-            sums += train_step(parts, micro_batches, recipe)
-            parts.sched_g.step()
-            if parts.sched_d is not None:
-                parts.sched_d.step()
-            if parts.ema is not None:
-                parts.ema.update()
-            step += 1
-            steps_in_sums += 1
-            log.advance()
+    try:
+        if state is None and val_set is not None:
+            run_validation()  # the starting point: shows the bank and the data are right
+        batches = iter(loader)
+        sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=device)
+        steps_in_sums, tick = 0, time.perf_counter()
+        with StopRequest() as stop:
+            while step < end and not stopped(stop, info, device):
+                micro_batches = [next(batches) for _ in range(t.grad_accum)]
+                lr_g = parts.opt_g.param_groups[0]["lr"]
+                sums += train_step(parts, micro_batches, recipe)
+                parts.sched_g.step()
+                if parts.sched_d is not None:
+                    parts.sched_d.step()
+                if parts.ema is not None:
+                    parts.ema.update()
+                step += 1
+                steps_in_sums += 1
+                log.advance()
 
-            if step % t.log_interval == 0 or step == end:
-                mean = all_reduce_sum(sums.clone(), info) / (steps_in_sums * info.world_size)
-                losses = {k: x for k, x in zip(LOSS_NAMES, mean.tolist(), strict=True) if x == x}
-                now = time.perf_counter()
-                log.event("train", step, **losses, lr_g=lr_g, it_s=steps_in_sums / (now - tick))
-                sums.zero_()
-                steps_in_sums, tick = 0, now
-            if val_set is not None and (step % v.interval == 0 or step == total):
-                run_validation()
-            if step % t.checkpoint_interval == 0 or step == end:
-                save()
-    if step < end:  # a stop was requested: keep what was done
-        save()
-        log.event("stopped", step, reason="SIGTERM/SIGINT")
-
-    if step >= total and info.is_main:
-        with ema_weights():
-            parts.model.save_pretrained(out_dir / "final")
-        log.event("final", step, path=str(out_dir / "final"), best=best)
-    barrier(info)
-    log.close()
+                if step % t.log_interval == 0 or step == end:
+                    mean = all_reduce_sum(sums.clone(), info) / (steps_in_sums * info.world_size)
+                    losses = dict(zip(LOSS_NAMES, mean.tolist(), strict=True))
+                    losses = {k: x for k, x in losses.items() if not math.isnan(x)}
+                    now = time.perf_counter()
+                    speed = steps_in_sums / (now - tick)
+                    log.event("train", step, **losses, lr_g=lr_g, it_s=speed)
+                    sums.zero_()
+                    steps_in_sums, tick = 0, now
+                if val_set is not None and (step % v.interval == 0 or step == total):
+                    run_validation()
+                if step % t.checkpoint_interval == 0 or step == end:
+                    save()
+        if step < end:  # a stop was requested: keep what was done
+            save()
+            log.event("stopped", step, reason="SIGTERM/SIGINT")
+        if step >= total and info.is_main:
+            with ema_weights():
+                parts.model.save_pretrained(out_dir / "final")
+            best_run = best if best["step"] >= 0 else None
+            log.event("final", step, path=str(out_dir / "final"), best=best_run)
+        barrier(info)
+    finally:
+        log.close()
     return {
         "step": step,
         "best": best,

@@ -275,13 +275,18 @@ def checkpoint_state(
 
 
 def export_checkpoint(
-    checkpoint: str | Path, directory: str | Path, *, use_ema: bool = True
+    checkpoint: str | Path, directory: str | Path, *, use_ema: bool = True, overwrite: bool = False
 ) -> Path:
     """Write the model of a training checkpoint as a glean-sr model directory (``config.json`` +
     ``model.safetensors``) that ``glean-sr upscale -m`` and ``load_model`` read. With
-    ``use_ema`` the averaged weights are exported when the run kept an EMA."""
+    ``use_ema`` the averaged weights are exported when the run kept an EMA. An existing model
+    in ``directory`` is replaced only with ``overwrite``."""
     from ..models.registry import build_model
+    from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
+    out = Path(directory).expanduser()
+    if not overwrite and any((out / name).exists() for name in (CONFIG_NAME, WEIGHTS_NAME)):
+        raise ConfigError(f"{out} already holds a model; choose another folder (or --overwrite)")
     state = ckpt.load_checkpoint(checkpoint)
     recipe = recipe_from_dict(state["recipe"])
     model = build_model(recipe.model, device="meta")
