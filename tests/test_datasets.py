@@ -26,9 +26,12 @@ def images(tmp_path_factory):
 def test_meta_file_formats(tmp_path):
     meta = tmp_path / "meta.txt"
     meta.write_text(
-        "00001.png (1024,1024,3)\n\n# a comment\nsub/00002.png\nwith space.png (8,8,3)\n00003.png"
+        "00001.png (1024,1024,3)\n\n# a comment\nsub/00002.png\nwith space.png (8,8,3)\n"
+        "copy (2).png\n00003.png"
     )  # the CelebA-HQ list has no final newline either
-    assert read_meta_file(meta) == ["00001.png", "sub/00002.png", "with space.png", "00003.png"]
+    assert read_meta_file(meta) == [
+        "00001.png", "sub/00002.png", "with space.png", "copy (2).png", "00003.png"
+    ]  # fmt: skip
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ConfigError, match="lists no images"):
         read_meta_file(tmp_path / "empty.txt")

@@ -18,6 +18,7 @@ makes a resumed run see exactly the data an uninterrupted run would have seen.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from ..errors import ConfigError, ImageError
 from .degradations import BlindDegradation
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+#: the optional shape after a name in a meta-info line: " (1024,1024,3)"
+_SHAPE = re.compile(r"\s+\(\s*\d+(\s*,\s*\d+)*\s*\)$")
 
 # stream tags that keep the permutation and augmentation random streams apart
 _PERMUTATION, _AUGMENT = 1, 2
@@ -45,8 +49,7 @@ def read_meta_file(path: str | os.PathLike) -> list[str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.endswith(")") and " (" in line:
-            line = line[: line.rindex(" (")].rstrip()  # drop the "(H,W,C)" shape
+        line = _SHAPE.sub("", line)  # drop the "(H,W,C)" shape
         if not line:
             raise ConfigError(f"{p}, line {number}: no file name in {raw!r}")
         names.append(line)
