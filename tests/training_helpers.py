@@ -45,7 +45,9 @@ def torchvision_layout_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for i, (out_c, in_c) in TORCHVISION_CONVS.items():
-        sd[f"features.{i}.weight"] = torch.randn(out_c, in_c, 3, 3, generator=g) / (in_c * 9) ** 0.5
+        # He scaling keeps activations O(1) through the ReLUs, as trained weights do
+        std = (2 / (in_c * 9)) ** 0.5
+        sd[f"features.{i}.weight"] = torch.randn(out_c, in_c, 3, 3, generator=g) * std
         sd[f"features.{i}.bias"] = torch.randn(out_c, generator=g) * 0.1
     for i in TORCHVISION_CLASSIFIER:  # present, as in the real file; unused (kept tiny here)
         sd[f"classifier.{i}.weight"] = torch.zeros(1, 1)
