@@ -255,17 +255,19 @@ def test_refuses_a_missing_bank(assets, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_refuses_a_bank_of_another_resolution(assets, tmp_path):
+def test_refuses_a_bank_that_does_not_fit_and_names_the_fix(assets, tmp_path):
     other = tmp_path / "bank32.pth"
-    write_bank_file(other, glean_sr.StyleGAN2Config(resolution=32, style_channels=16, num_mlps=2))
+    write_bank_file(other, glean_sr.StyleGAN2Config(resolution=32, style_channels=8, num_mlps=2))
     recipe = recipe_from_dict(
         tiny_recipe_dict(tmp_path, bank=other, train_set=assets["train"], val_set=None)
     )
-    with pytest.raises(
-        WeightsError,
-        match=r"does not fit the recipe's model \(8 -> 16\): resolution 32 \(needs 16\)",
-    ):
+    with pytest.raises(WeightsError) as info:
         train(recipe)
+    assert str(info.value).endswith(
+        "does not fit the recipe's model (8 -> 16): its resolution is 32, the model needs 16, "
+        "its style_channels is 8, the model needs 16; use a bank that fits or set "
+        "model.out_size=32 model.style_channels=8"
+    )
 
 
 def test_refuses_a_bank_file_without_discriminator_when_the_gan_loss_needs_one(assets, tmp_path):

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(recipe.to_toml(), end="")
         return 0
     if args.export:
-        from ..training.loop import export_checkpoint
+        from ..training.parts import export_checkpoint
 
         last = Path(recipe.out_dir).expanduser() / "last.pt"
         out = export_checkpoint(last, args.export, overwrite=args.overwrite)

@@ -16,18 +16,22 @@ from torch import nn
 
 from ..errors import GleanError, WeightsError
 
+#: the recipe's [model] key that sets each StyleGAN2Config field of the bank it needs
+_MODEL_KEY = {"resolution": "out_size"}
 
-def _differences(have: Any, need: Any) -> str:
-    if dataclasses.is_dataclass(have) and dataclasses.is_dataclass(need):
-        fields = [f.name for f in dataclasses.fields(need)]
-        diffs = [
-            f"{name} {getattr(have, name, '?')} (needs {getattr(need, name)})"
-            for name in fields
-            if getattr(have, name, None) != getattr(need, name)
-        ]
-        if diffs:
-            return ", ".join(diffs)
-    return f"{have} (needs {need})"
+
+def _mismatch(source: str, have: Any, need: Any, model_config: Any) -> str:
+    """One line: which bank fields differ and which ``model.*`` overrides would fit the bank."""
+    names = [f.name for f in dataclasses.fields(need)]
+    diffs = [n for n in names if getattr(have, n, None) != getattr(need, n)]
+    told = ", ".join(
+        f"its {n} is {getattr(have, n)}, the model needs {getattr(need, n)}" for n in diffs
+    )
+    fix = " ".join(f"model.{_MODEL_KEY.get(n, n)}={getattr(have, n)}" for n in diffs)
+    return (
+        f"the bank '{source}' does not fit the recipe's model ({model_config.in_size} -> "
+        f"{model_config.out_size}): {told}; use a bank that fits or set {fix}"
+    )
 
 
 def load_training_bank(
@@ -53,12 +57,7 @@ def load_training_bank(
     generator = loaded.generator
     need = model_config.bank
     if generator.config != need:
-        raise WeightsError(
-            f"the bank '{source}' does not fit the recipe's model "
-            f"({model_config.in_size} -> {model_config.out_size}): "
-            f"{_differences(generator.config, need)}; use the StyleGAN2 trained at that "
-            f"resolution or change [model]"
-        )
+        raise WeightsError(_mismatch(source, generator.config, need, model_config))
     discriminator = loaded.discriminator if need_discriminator else None
     if need_discriminator:
         if discriminator is None:

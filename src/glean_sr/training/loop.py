@@ -44,7 +44,6 @@ from .parts import (
     build_parts,
     check_resume,
     checkpoint_state,
-    export_checkpoint,
     resolve_device,
     restore,
 )
@@ -348,4 +347,4 @@ def stopped(stop: StopRequest, info: DistInfo, device: torch.device) -> bool:
     return all_reduce_sum(flag, info).item() > 0
 
 
-__all__ = ["LOSS_NAMES", "StopRequest", "export_checkpoint", "train", "train_step"]
+__all__ = ["LOSS_NAMES", "StopRequest", "train", "train_step"]
