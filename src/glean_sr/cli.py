@@ -15,7 +15,17 @@ from . import __version__
 from .errors import GleanError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["upscale", "faces", "eval", "info", "convert", "convert-bank", "sample-bank"]
+COMMANDS = [
+    "upscale",
+    "faces",
+    "eval",
+    "info",
+    "convert",
+    "convert-bank",
+    "sample-bank",
+    "prepare",
+    "train",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # positionals after an option (`train RECIPE --resume key=value`) arrive as extras; a
+    # subcommand that takes a list of them names it in `extra_positionals`
+    target = getattr(args, "extra_positionals", None)
+    if extra and (target is None or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, target, [*getattr(args, target), *extra])
     if args.command is None:
         parser.print_help()
         return 2

@@ -1,0 +1,132 @@
+"""Training checkpoints: written atomically, read without executing code, complete enough that a
+run resumed after a kill continues exactly as if it had not stopped.
+
+A checkpoint is a dict of plain data and tensors (``torch.save``; loaded with
+``weights_only=True``)::
+
+    format, version, glean_sr_version
+    recipe            the run's recipe (nested dict)
+    step              optimiser steps done
+    model             the restorer's full state_dict, bank included (checked against its file)
+    discriminator     the discriminator's state_dict (absent without a GAN loss)
+    optim_g, optim_d, sched_g, sched_d, scaler_g, scaler_d, ema
+    best              {"psnr", "ssim", "step"} of the best validation so far
+    sampler           position of the data stream ({"epoch", "offset", "samples"})
+    rng               per process: Python, NumPy, torch (and CUDA) generator states
+    fingerprints      per process: SHA-256 of the bank and of the trainable weights
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import GleanError
+
+FORMAT = "glean-sr-training-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(GleanError):
+    """A training checkpoint is missing, unreadable or belongs to another run."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
+    disk, then renamed over the old checkpoint, so a kill at any moment leaves either the old or
+    the new checkpoint intact, never a torn one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"no checkpoint at {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for torn or foreign files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a readable training checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a glean-sr training checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint version {state.get('version')} is not supported "
+            f"(this glean-sr writes version {VERSION})"
+        )
+    return state
+
+
+# -- random generator states ---------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every global random generator of this process, as loadable plain data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- fingerprints ---------------------------------------------------------------------------------
+
+
+def fingerprint(named_tensors: Iterable[tuple[str, Tensor]]) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes (sorted by name): equal iff bitwise equal."""
+    h = hashlib.sha256()
+    for name, t in sorted(named_tensors, key=lambda item: item[0]):
+        data = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(data.shape)}:{data.dtype};".encode())
+        h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "capture_rng_state",
+    "fingerprint",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
