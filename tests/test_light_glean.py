@@ -162,3 +162,58 @@ def test_upscale_cli_runs_a_lightglean(tiny_light, tmp_path):
     assert result.returncode == 0, result.stderr
     out = np.asarray(Image.open(tmp_path / "out" / "cat_x4.png"))
     assert out.shape == (32, 32, 3)
+
+
+def test_short_training_run_lowers_the_loss(tmp_path):
+    """The training pipeline (glean-sr train's loop) on a tiny LightGLEAN and real photos."""
+    from glean_sr.training.loop import train
+    from glean_sr.training.recipe import recipe_from_dict
+    from training_helpers import (
+        make_image_set,
+        read_log,
+        tiny_recipe_dict,
+        train_losses,
+        write_bank_file,
+    )
+
+    bank = tmp_path / "stylegan2-tiny.pth"
+    bank_sd = write_bank_file(bank)  # a 16 px StyleGAN2 with its discriminator
+    train_set = make_image_set(tmp_path / "train", 12, gt_size=16, lq_size=8, seed=0)
+    val_set = make_image_set(tmp_path / "val", 4, gt_size=16, lq_size=8, seed=1)
+    data = tiny_recipe_dict(
+        tmp_path,
+        bank=bank,
+        train_set=train_set,
+        val_set=val_set,
+        optim={"total_steps": 20},
+        val={"interval": 20},
+    )
+    data["model"] = {
+        "type": "lightglean",
+        "in_size": 8,
+        "out_size": 16,
+        "rrdb_channels": 8,
+        "num_rrdbs": 1,
+        "style_channels": 16,
+        "num_mlps": 2,
+    }
+    summary = train(recipe_from_dict(data))
+    assert summary["finished"] and summary["step"] == 20
+    events = read_log(tmp_path / "run")
+    pix = [v["loss_pix"] for _, v in sorted(train_losses(events).items())]
+    assert sum(pix[-3:]) / 3 < 0.8 * sum(pix[:3]) / 3, pix
+    vals = [e for e in events if e["event"] == "val"]
+    assert vals[-1]["psnr"] > vals[0]["psnr"], vals
+    model = load_model(tmp_path / "run" / "final")
+    assert isinstance(model, LightGLEAN)
+    for key, value in model.generator.state_dict().items():  # the bank is the file's, untouched
+        assert torch.equal(value, bank_sd[key]), key
+
+
+def test_lightglean_recipe_is_glean_ffhq_16x_with_the_light_network():
+    from glean_sr.training.recipe import load_recipe
+
+    light, glean = load_recipe("lightglean_ffhq_16x"), load_recipe("glean_ffhq_16x")
+    assert light.model == PRESETS["lightglean_ffhq_16x"].config
+    for section in ("bank", "data", "val", "loss", "optim", "train"):
+        assert getattr(light, section) == getattr(glean, section), section

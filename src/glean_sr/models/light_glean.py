@@ -69,13 +69,8 @@ class LightGLEAN(BankRestorer):
     def __init__(self, config: LightGLEANConfig, bank: StyleGAN2Generator | None = None):
         super().__init__()
         self.config = config
-        if bank is not None and (
-            bank.config != config.bank or bank.first_resolution != config.in_size
-        ):
-            raise ValueError(
-                f"bank does not fit this LightGLEAN config: it needs {config.bank} from "
-                f"{config.in_size} px, got {bank.config} from {bank.first_resolution}"
-            )
+        if bank is not None:
+            bank = self._bank_from(bank, config)
         self.generator = (
             bank
             if bank is not None
@@ -114,6 +109,23 @@ class LightGLEAN(BankRestorer):
                 nn.Conv2d(h, config.img_channels, 3, 1, 1),
             )
         )
+
+    @staticmethod
+    def _bank_from(bank: StyleGAN2Generator, config: LightGLEANConfig) -> StyleGAN2Generator:
+        """The bank LightGLEAN keeps: ``bank`` itself if already pruned to ``in_size``, else a
+        copy of a full generator's blocks from ``in_size`` up and its mapping network."""
+        if bank.config != config.bank or bank.first_resolution not in (None, config.in_size):
+            raise ValueError(
+                f"bank does not fit this LightGLEAN config: it needs {config.bank} (from "
+                f"{config.in_size} px), got {bank.config} (from {bank.first_resolution})"
+            )
+        if bank.first_resolution == config.in_size:
+            return bank
+        full = bank.state_dict()
+        with torch.device(next(bank.parameters()).device):
+            pruned = StyleGAN2Generator(config.bank, first_resolution=config.in_size)
+        pruned.load_state_dict({k: full[k] for k in pruned.state_dict()}, strict=True)
+        return pruned
 
     def parts(self) -> dict[str, list[nn.Module]]:
         return {

@@ -451,10 +451,7 @@ def build_lightglean_from_bank(
         lr_mlp=c.lr_mlp,
     )
     with torch.device(next(generator.parameters()).device):
-        pruned = StyleGAN2Generator(c, first_resolution=in_size)
-        full = generator.state_dict()
-        pruned.load_state_dict({k: full[k] for k in pruned.state_dict()}, strict=True)
-        return LightGLEAN(config, bank=pruned)
+        return LightGLEAN(config, bank=generator)
 
 
 __all__ = [
