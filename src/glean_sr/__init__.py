@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "GLEAN": "glean_sr.models.glean",
+    "LightGLEAN": "glean_sr.models.light_glean",
+    "LightGLEANConfig": "glean_sr.config",
     "StyleGAN2Generator": "glean_sr.models.stylegan2",
     "StyleGAN2Discriminator": "glean_sr.models.discriminator",
     "GLEANConfig": "glean_sr.config",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "load_bank": "glean_sr.weights.banks",
     "LoadedBank": "glean_sr.weights.banks",
     "build_glean_from_bank": "glean_sr.weights.banks",
+    "build_lightglean_from_bank": "glean_sr.weights.banks",
     "GleanError": "glean_sr.errors",
     "imresize": "glean_sr.data.imresize",
     "Upscaler": "glean_sr.inference.upscaler",

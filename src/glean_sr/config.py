@@ -211,6 +211,67 @@ class GLEANConfig:
         return self.bank.num_latents
 
 
+@dataclass(frozen=True)
+class LightGLEANConfig:
+    """LightGLEAN (TPAMI 2023, Sec. 4): the RRDB encoder E0 only, a bank that starts at the
+    input resolution, learnable latent codes shared by all inputs, and a narrow decoder.
+
+    The fields shared with :class:`GLEANConfig` mean the same. ``decoder_reduction`` divides
+    GLEAN's decoder widths; ``head_channels`` is the hidden width of the last two convolutions.
+    The defaults reproduce the per-part sizes of Table 1 (see ``glean_sr.models.light_glean``).
+    ``8 <= in_size < out_size <= 1024``: the bank's first kept block up-samples from in_size / 2.
+    """
+
+    model_type: ClassVar[str] = "lightglean"
+
+    in_size: int
+    out_size: int
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    style_channels: int = 512
+    num_mlps: int = 8
+    channel_multiplier: int = 2
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    lr_mlp: float = 0.01
+    decoder_reduction: int = 4
+    head_channels: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        for name in ("in_size", "out_size"):
+            value = getattr(self, name)
+            if not is_power_of_two(value) or not 8 <= value <= 1024:
+                raise ConfigError(f"{name} must be a power of two in [8, 1024], got {value!r}")
+        if self.in_size >= self.out_size:
+            raise ConfigError(
+                f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
+            )
+        _check_int("rrdb_channels", self.rrdb_channels)
+        _check_int("num_rrdbs", self.num_rrdbs, minimum=0)
+        _check_int("head_channels", self.head_channels)
+        if not is_power_of_two(self.decoder_reduction):
+            raise ConfigError(
+                f"decoder_reduction must be a power of two, got {self.decoder_reduction!r}"
+            )
+        _ = self.bank  # validates the remaining fields
+
+    bank = GLEANConfig.bank
+    scale = GLEANConfig.scale
+    channels = GLEANConfig.channels
+    decoder_resolutions = GLEANConfig.decoder_resolutions
+    num_latents = GLEANConfig.num_latents
+
+    @property
+    def bank_resolutions(self) -> list[int]:
+        """Resolutions of the bank blocks LightGLEAN keeps: in_size, 2 * in_size, ..., out_size."""
+        return [r for r in self.bank.resolutions if r >= self.in_size]
+
+    def decoder_channels(self, res: int) -> int:
+        """Width of the decoder's features at ``res`` (in_size < res <= out_size)."""
+        return max(self.channels[res] // self.decoder_reduction, 1)
+
+
 _CONFIG_TYPES: dict[str, type] = {}
 
 
@@ -223,6 +284,7 @@ def register_config(cls: type) -> type:
 register_config(StyleGAN2Config)
 register_config(StyleGAN2DiscriminatorConfig)
 register_config(GLEANConfig)
+register_config(LightGLEANConfig)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -266,6 +328,7 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
 
 __all__ = [
     "GLEANConfig",
+    "LightGLEANConfig",
     "StyleGAN2Config",
     "StyleGAN2DiscriminatorConfig",
     "config_from_dict",

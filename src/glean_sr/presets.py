@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import GLEANConfig, StyleGAN2Config
+from .config import GLEANConfig, LightGLEANConfig, StyleGAN2Config
 
 _GLEAN_URL = "https://download.openmmlab.com/mmediting/restorers/glean/"
 _BANK_URL = "http://download.openmmlab.com/mmediting/stylegan2/official_weights/"
@@ -82,6 +82,22 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+#: LightGLEAN (TPAMI 2023, Sec. 4) at the released GLEAN configurations. No weights were
+#: released for it: these are architectures to build and train (``glean-sr train``).
+for _name, _in, _out, _cat in [
+    ("lightglean_cat_8x", 32, 256, "cat"),
+    ("lightglean_ffhq_16x", 64, 1024, "face"),
+    ("lightglean_cat_16x", 16, 256, "cat"),
+    ("lightglean_in128out1024_ffhq_celebahq", 128, 1024, "face"),
+]:
+    PRESETS[_name] = Preset(
+        _name,
+        LightGLEANConfig(in_size=_in, out_size=_out),
+        _cat,
+        f"LightGLEAN {_in} -> {_out} (architecture only, no released weights)",
+    )
+
 
 #: Official StyleGAN2 config-f banks as converted by OpenMMLab (mmagic layout: ``generator.*``,
 #: ``generator_ema.*``, ``discriminator.*``). GLEAN training starts from ``generator_ema``.

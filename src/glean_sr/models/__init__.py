@@ -2,6 +2,7 @@
 
 from .discriminator import StyleGAN2Discriminator
 from .glean import GLEAN
+from .light_glean import LightGLEAN
 from .stylegan2 import StyleGAN2Generator
 
-__all__ = ["GLEAN", "StyleGAN2Discriminator", "StyleGAN2Generator"]
+__all__ = ["GLEAN", "LightGLEAN", "StyleGAN2Discriminator", "StyleGAN2Generator"]

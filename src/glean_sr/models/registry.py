@@ -7,12 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import GLEANConfig
+from ..config import GLEANConfig, LightGLEANConfig
 from .glean import GLEAN
+from .light_glean import LightGLEAN
 
 #: model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "glean": (GLEANConfig, GLEAN),
+    "lightglean": (LightGLEANConfig, LightGLEAN),
 }
 
 

@@ -320,9 +320,18 @@ class StyleGAN2Generator(nn.Module):
     latents from its encoder.
     """
 
-    def __init__(self, config: StyleGAN2Config):
+    def __init__(self, config: StyleGAN2Config, *, first_resolution: int | None = None):
+        """``first_resolution``: keep only the synthesis blocks producing this resolution and
+        above (and the mapping network), as LightGLEAN's bank does (TPAMI Sec. 4, Eq. 10). The
+        kept modules have the same keys as in the full generator; the coarse ones, the 4x4
+        stage and their noise maps are absent, so such a bank cannot sample images itself."""
         super().__init__()
         self.config = config
+        if first_resolution is not None and first_resolution not in config.resolutions:
+            raise ValueError(
+                f"first_resolution must be one of {config.resolutions}, got {first_resolution}"
+            )
+        self.first_resolution = first_resolution
         ch = config.channels
         s = config.style_channels
         bk = config.blur_kernel
@@ -333,20 +342,37 @@ class StyleGAN2Generator(nn.Module):
                 for _ in range(config.num_mlps)
             ],
         )
-        self.constant_input = ConstantInput(ch[4])
-        self.conv1 = ModulatedStyleConv(ch[4], ch[4], s, blur_kernel=bk)
-        self.to_rgb1 = ToRGB(ch[4], s, config.img_channels, upsample=False, blur_kernel=bk)
+        if first_resolution is None:
+            self.constant_input = ConstantInput(ch[4])
+            self.conv1 = ModulatedStyleConv(ch[4], ch[4], s, blur_kernel=bk)
+            self.to_rgb1 = ToRGB(ch[4], s, config.img_channels, upsample=False, blur_kernel=bk)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
-        in_ch = ch[4]
         for res in config.resolutions:
+            if first_resolution is not None and res < first_resolution:
+                # placeholders without parameters keep the kept blocks' indices (and keys)
+                self.convs.extend([nn.Identity(), nn.Identity()])
+                self.to_rgbs.append(nn.Identity())
+                continue
+            in_ch = ch[res // 2]
             self.convs.append(ModulatedStyleConv(in_ch, ch[res], s, upsample=True, blur_kernel=bk))
             self.convs.append(ModulatedStyleConv(ch[res], ch[res], s, blur_kernel=bk))
             self.to_rgbs.append(ToRGB(ch[res], s, config.img_channels, blur_kernel=bk))
-            in_ch = ch[res]
-        for layer in range(config.num_noises):
+        first_noise = 0 if first_resolution is None else self.first_layer(first_resolution)
+        for layer in range(first_noise, config.num_noises):
             res = 2 ** ((layer + 5) // 2)
             self.register_buffer(f"injected_noise_{layer}", torch.randn(1, 1, res, res))
+
+    def _reference_param(self) -> Tensor:
+        """A parameter whose device and dtype the generator's inputs should follow."""
+        return self.style_mapping[1].bias if self.config.num_mlps else next(self.parameters())
+
+    def _require_full(self, what: str) -> None:
+        if self.first_resolution is not None:
+            raise ValueError(
+                f"{what} needs the full generator; this bank keeps only the blocks from "
+                f"{self.first_resolution} px up"
+            )
 
     # -- structure -------------------------------------------------------------------------------
 
@@ -394,7 +420,7 @@ class StyleGAN2Generator(nn.Module):
         expected = (self.config.style_channels,)
         if tuple(w_avg.shape) != expected:
             raise ValueError(f"w_avg must be [{expected[0]}], got {list(w_avg.shape)}")
-        param = self.constant_input.input
+        param = self._reference_param()
         value = w_avg.detach().to(device=param.device, dtype=param.dtype).clone()
         self.register_buffer("w_avg", value, persistent=False)
 
@@ -428,8 +454,7 @@ class StyleGAN2Generator(nn.Module):
         """Mean of ``w`` over ``num_samples`` seeded ``z`` draws: the truncation centre ``[S]``."""
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(num_samples, self.config.style_channels, generator=g)
-        param = self.constant_input.input
-        return self.style_mapping(z.to(param)).mean(dim=0)
+        return self.style_mapping(z.to(self._reference_param())).mean(dim=0)
 
     def style_block(
         self, res: int, x: Tensor, ws: Tensor, noise_mode: NoiseMode = "const"
@@ -445,6 +470,7 @@ class StyleGAN2Generator(nn.Module):
 
     def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const") -> Tensor:
         """``ws: [N, L, S]`` (w+ latents) -> image ``[N, img_channels, R, R]`` in about [-1, 1]."""
+        self._require_full("synthesis")
         expected = (self.config.num_latents, self.config.style_channels)
         if ws.ndim != 3 or tuple(ws.shape[1:]) != expected:
             raise ValueError(f"ws must be [N, {expected[0]}, {expected[1]}], got {list(ws.shape)}")

@@ -154,10 +154,10 @@ def build_parts(recipe: Recipe, device: torch.device, info: DistInfo) -> Parts:
     perceptual = None
     if vgg is not None:
         perceptual = PerceptualLoss(vgg, norm_img=lo.perceptual_norm_img).to(device)
-    bank_print = ckpt.fingerprint(bank.state_dict().items())
-
     torch.manual_seed(recipe.seed)
     model = MODEL_TYPES[recipe.model.model_type][1](recipe.model, bank=bank)
+    # the bank as the model holds it (LightGLEAN keeps a subset of the file's blocks)
+    bank_print = ckpt.fingerprint(model.generator.state_dict().items())
     model.to(device).train()
     cfg = recipe.model
     frozen = freeze_unreachable_parameters(model, (1, cfg.img_channels, cfg.in_size, cfg.in_size))

@@ -58,6 +58,7 @@ from .stylegan2_common import ConvertedBank
 
 if TYPE_CHECKING:
     from ..models.glean import GLEAN
+    from ..models.light_glean import LightGLEAN
 
 DISC_CONFIG_NAME = "discriminator.json"
 DISC_WEIGHTS_NAME = "discriminator.safetensors"
@@ -420,9 +421,43 @@ def build_glean_from_bank(
         return GLEAN(config, bank=generator)
 
 
+def build_lightglean_from_bank(
+    bank: LoadedBank | StyleGAN2Generator,
+    in_size: int,
+    *,
+    rrdb_channels: int = 64,
+    num_rrdbs: int = 23,
+) -> LightGLEAN:
+    """A LightGLEAN around a copy of ``bank``'s blocks from ``in_size`` up and its mapping
+    network (TPAMI Sec. 4); ``out_size`` and the bank's widths come from the bank."""
+    from ..config import LightGLEANConfig
+    from ..models.light_glean import LightGLEAN
+
+    generator = bank.generator if isinstance(bank, LoadedBank) else bank
+    c = generator.config
+    if c.img_channels != 3:
+        raise ConfigError(
+            f"LightGLEAN needs a bank with 3 image channels, this one has {c.img_channels}"
+        )
+    config = LightGLEANConfig(
+        in_size=in_size,
+        out_size=c.resolution,
+        rrdb_channels=rrdb_channels,
+        num_rrdbs=num_rrdbs,
+        style_channels=c.style_channels,
+        num_mlps=c.num_mlps,
+        channel_multiplier=c.channel_multiplier,
+        blur_kernel=c.blur_kernel,
+        lr_mlp=c.lr_mlp,
+    )
+    with torch.device(next(generator.parameters()).device):
+        return LightGLEAN(config, bank=generator)
+
+
 __all__ = [
     "LoadedBank",
     "build_glean_from_bank",
+    "build_lightglean_from_bank",
     "check_bank_directory",
     "convert_object",
     "load_bank",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import GLEANConfig
+from ..config import GLEANConfig, LightGLEANConfig, stylegan2_channels
 from ..errors import ConfigError, WeightsError
 
 #: Sub-modules of the reference restorer that are not part of the network; ignored on load.
@@ -120,12 +120,52 @@ def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEAN
         raise WeightsError(f"{name}: the tensors describe no valid GLEAN ({exc})") from None
 
 
+def infer_lightglean_config(sd: Mapping[str, Tensor], name: str = "weights") -> LightGLEANConfig:
+    """Read LightGLEAN's constructor arguments off the tensor shapes of its state_dict."""
+    conv_first = _need(sd, "encoder.0.conv_first.weight", name)
+    codes = _need(sd, "latent_codes.z", name)
+    rx = re.compile(r"generator\.convs\.(\d+)\.conv\.weight_orig$")
+    blocks = sorted({int(m.group(1)) for k in sd if (m := rx.match(k))})
+    num_decoder = _count_indexed(sd, r"decoder\.(\d+)\.")
+    if not blocks or num_decoder < 2:
+        raise WeightsError(
+            f"{name}: cannot infer the LightGLEAN architecture: no bank blocks or decoder "
+            f"(the file is truncated or damaged)"
+        )
+    in_size, out_size = 2 ** (blocks[0] // 2 + 3), 2 ** (blocks[-1] // 2 + 3)
+    last = _need(sd, f"generator.convs.{blocks[-1]}.conv.weight_orig", name)
+    channel_multiplier = 2  # below 64 px the multiplier changes no tensor: keep the default
+    if out_size >= 64:
+        channel_multiplier = max(int(last.shape[1]) // stylegan2_channels(1)[out_size], 1)
+    first_decoder = _need(sd, "decoder.0.upsample_conv.weight", name)
+    width = int(first_decoder.shape[0]) // 4
+    head = _need(sd, f"decoder.{num_decoder - 1}.0.weight", name)
+    try:
+        return LightGLEANConfig(
+            in_size=in_size,
+            out_size=out_size,
+            img_channels=int(conv_first.shape[1]),
+            rrdb_channels=int(conv_first.shape[0]),
+            num_rrdbs=_count_indexed(sd, r"encoder\.0\.body\.(\d+)\."),
+            style_channels=int(codes.shape[1]),
+            num_mlps=max(_count_indexed(sd, r"generator\.style_mapping\.(\d+)\.bias$") - 1, 0),
+            channel_multiplier=channel_multiplier,
+            decoder_reduction=max(
+                stylegan2_channels(channel_multiplier)[2 * in_size] // max(width, 1), 1
+            ),
+            head_channels=int(head.shape[0]),
+        )
+    except ConfigError as exc:
+        raise WeightsError(f"{name}: the tensors describe no valid LightGLEAN ({exc})") from None
+
+
 #: Architecture inferers, tried in order; each returns a config or None if the keys are not its.
 INFERERS: list[tuple[Callable[[Mapping[str, Tensor]], bool], Callable[..., Any]]] = [
     (
         lambda sd: "encoder.0.0.conv_first.weight" in sd or "fusion_out.0.weight" in sd,
         infer_glean_config,
     ),
+    (lambda sd: "latent_codes.z" in sd, infer_lightglean_config),
 ]
 
 
