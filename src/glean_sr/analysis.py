@@ -49,9 +49,12 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
     lq = torch.empty(batch, meta.img_channels, meta.in_size, meta.in_size, device="meta")
+    # With autograd on, the network takes its plain path (no inference-only tiling or fusion),
+    # so the count is that of the model's definition, not of how glean-sr happens to run it.
+    lq.requires_grad_(True)
     flops = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), flops:
+        with torch.enable_grad(), flops:
             meta(lq)
     finally:
         for h in handles:
