@@ -251,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
         f"x{upscaler.scale}) on {upscaler.device}, {upscaler.precision}",
         flush=True,
     )
+    for note in upscaler.notes:
+        print(f"note: {note}", flush=True)
 
     report = Reporter(len(jobs))
     for message in input_errors:
