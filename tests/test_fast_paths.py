@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
 from torch import nn
 
+from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
 from glean_sr.models.ops import (
     blur2d,
     conv_transpose_blur,

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.ops import plain_ops
+
 
 def _module_macs_hook(counter: list[int]):
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -49,12 +51,11 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
     lq = torch.empty(batch, meta.img_channels, meta.in_size, meta.in_size, device="meta")
-    # With autograd on, the network takes its plain path (no inference-only tiling or fusion),
-    # so the count is that of the model's definition, not of how glean-sr happens to run it.
-    lq.requires_grad_(True)
     flops = FlopCounterMode(display=False)
     try:
-        with torch.enable_grad(), flops:
+        # the plain definitions: the count is the model's, not that of glean-sr's banded or
+        # fused execution (which recomputes a few halo rows)
+        with plain_ops(), torch.no_grad(), flops:
             meta(lq)
     finally:
         for h in handles:

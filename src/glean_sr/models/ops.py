@@ -8,10 +8,39 @@ and, where it pays, a faster equivalent used by the networks. Tests compare the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_PLAIN = False
+
+
+@contextmanager
+def plain_ops() -> Iterator[None]:
+    """Run the networks on their plain definitions: no banding, fused buffers or memory release,
+    and modulation always on the activations (one shared convolution, any batch size).
+
+    For graph export (ONNX, ``torch.export``) and for counting the model's own operations
+    (:func:`glean_sr.analysis.count_macs`); results equal the fast paths' to float rounding.
+    """
+    global _PLAIN
+    previous, _PLAIN = _PLAIN, True
+    try:
+        yield
+    finally:
+        _PLAIN = previous
+
+
+def fast_paths_enabled(*tensors: Tensor) -> bool:
+    """True when inference-only fast paths may run: not in :func:`plain_ops` and no autograd
+    graph is being recorded through ``tensors``."""
+    if _PLAIN:
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
 
 #: Gain of StyleGAN2's bias + leaky ReLU (``fused_bias_leakyrelu`` in mmcv, ``lrelu`` in NVIDIA's
 #: ``bias_act``): keeps the activation variance at 1 for unit-variance inputs.
@@ -125,7 +154,7 @@ def pixel_shuffle_cat(x: Tensor, extra: Tensor | None, scale: int) -> Tensor:
     memory format. For channels-last ``x`` this is one strided copy per input instead of the
     three passes (shuffle, concatenate, re-layout) of the plain ops.
     """
-    if not is_channels_last(x) or (torch.is_grad_enabled() and x.requires_grad):
+    if not is_channels_last(x) or not fast_paths_enabled(x):
         y = F.pixel_shuffle(x, scale)
         return y if extra is None else torch.cat((y, extra), 1)
     n, cs, h, w = x.shape
@@ -159,7 +188,7 @@ def shuffle_cat_head(
     only at the image border, so every output value is the same sum as untiled.
     """
     n, _, h, w = extra.shape
-    if h <= rows or (torch.is_grad_enabled() and (y.requires_grad or extra.requires_grad)):
+    if h <= rows or not fast_paths_enabled(y, extra):
         x = pixel_shuffle_cat(y, extra, scale)
         return conv2(F.leaky_relu(conv1(x), slope))
 
@@ -223,7 +252,7 @@ def release_free_memory(x: Tensor) -> None:
     64 -> 1024. ``malloc_trim(0)`` returns those pages; it takes well under a millisecond.
     """
     global _LIBC_TRIM
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or _PLAIN:
         return
     if _LIBC_TRIM is None:
         try:
@@ -254,7 +283,7 @@ def conv_transpose_blur(
     the filter's zero padding, so the result equals the unbanded one.
     """
     n, _, h, w = x.shape
-    if 2 * h <= rows or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+    if 2 * h <= rows or not fast_paths_enabled(x, weight):
         z = F.conv_transpose2d(x, weight, stride=2, groups=groups)
         return blur2d(z, kernel, (1, 1, 1, 1), bias)
     c_out = weight.shape[1] * groups

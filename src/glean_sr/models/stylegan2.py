@@ -30,6 +30,7 @@ from .ops import (
     bias_lrelu,
     blur2d,
     conv_transpose_blur,
+    fast_paths_enabled,
     is_channels_last,
     keep_format,
     make_fir_kernel,
@@ -204,7 +205,7 @@ class ModulatedConv2d(nn.Module):
         out_hw = (2 * h) * (2 * wd) if self.upsample else h * wd
         weight_cost = n * self.out_channels * c * self.kernel_size**2
         act_cost = n * (c * h * wd + self.out_channels * out_hw)
-        if weight_cost <= act_cost:
+        if weight_cost <= act_cost and fast_paths_enabled():
             y = self._forward_weight_modulated(x, weight, styles, factor, bias)
         else:
             y = self._forward_activation_modulated(x, weight, styles, factor, bias)
