@@ -177,3 +177,12 @@ def test_invalid_settings_are_one_line_errors(tiny_model):
         glean_sr.Upscaler(tiny_model, device="gpu")
     with pytest.raises(ConfigError, match="glean-sr restorer"):
         glean_sr.Upscaler(torch.nn.Conv2d(3, 3, 1), device="cpu")
+
+
+def test_compiled_model_gives_the_same_images(tiny_model, astronaut):
+    """torch.compile (inductor, C++ on the CPU) changes the execution, not the result."""
+    small = imresize(astronaut, size=(IN, IN))
+    eager = glean_sr.Upscaler(tiny_model, device="cpu")(small).data.pixels
+    compiled = glean_sr.Upscaler(tiny_model, device="cpu", compile=True)
+    assert compiled.compiled
+    np.testing.assert_allclose(compiled(small).data.pixels, eager, atol=1e-5)
