@@ -89,7 +89,15 @@ def build_preset(name: str, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def run_one(preset: str, batch: int, precision: str, device_name: str, warmup: int, repeats: int):
+def run_one(
+    preset: str,
+    batch: int,
+    precision: str,
+    device_name: str,
+    warmup: int,
+    repeats: int,
+    compile: bool = False,
+):
     """Measure one configuration in this process; returns a result row."""
     import resource
 
@@ -99,6 +107,7 @@ def run_one(preset: str, batch: int, precision: str, device_name: str, warmup: i
     torch.manual_seed(0)
     model = build_preset(preset, device)
     macs = count_macs(model, batch=batch)["macs"]
+    run = torch.compile(model) if compile else model  # the warm-up runs compile
     lq = torch.rand(batch, 3, model.in_size, model.in_size, device=device) * 2 - 1
     dtype = _dtype(precision)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
@@ -109,7 +118,7 @@ def run_one(preset: str, batch: int, precision: str, device_name: str, warmup: i
         for i in range(warmup + repeats):
             _sync(device)
             t0 = time.perf_counter()
-            model(lq)
+            run(lq)
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
@@ -129,6 +138,7 @@ def run_one(preset: str, batch: int, precision: str, device_name: str, warmup: i
         "gflops": 2 * macs / 1e9,
         "achieved_gflops_per_s": 2 * macs / latency / 1e9,
         "threads": torch.get_num_threads(),
+        "compiled": compile,
     }
     return row
 
@@ -156,19 +166,24 @@ def main() -> int:
     from glean_sr.presets import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", nargs="*", default=None, help="default: every preset")
+    parser.add_argument(
+        "--preset", nargs="*", default=None,
+        help="default: the released presets and lightglean_ffhq_16x",
+    )  # fmt: skip
     parser.add_argument("--batch", nargs="*", type=int, default=[1, 4])
     parser.add_argument("--precision", nargs="*", default=None, help="fp32 bf16 fp16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows as a JSON list here")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model first")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
 
-    presets = args.preset or list(PRESETS)
+    # the released models, and LightGLEAN at the size of TPAMI Table 5
+    presets = args.preset or [n for n, p in PRESETS.items() if p.url] + ["lightglean_ffhq_16x"]
     precisions = args.precision or supported_precisions(args.device)
     device = torch.device(args.device)
     peaks = {p: conv_peak(device, p) for p in precisions}

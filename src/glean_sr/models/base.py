@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .ops import pixel_shuffle_cat, release_free_memory, shuffle_cat_head
+from .ops import fast_paths_enabled, pixel_shuffle_cat, release_free_memory, shuffle_cat_head
 from .stylegan2 import StyleGAN2Generator
 
 
@@ -60,6 +60,18 @@ class BankRestorer(nn.Module):
                 f"input must be [N, {expected[0]}, {expected[1]}, {expected[2]}] "
                 f"(RGB in [-1, 1]), got {list(lq.shape)}"
             )
+
+    def per_sample(self, lq: Tensor) -> Tensor | None:
+        """On the CPU, in inference, run a batch one image at a time (``None`` otherwise).
+
+        The convolutions at 256-1024 px are large enough to keep the CPU busy one image at a
+        time, so batching gains nothing there, while the banded, memory-lean paths work on one
+        image: per image, a batch then costs what a single image costs (and gives the same
+        bits). On GPUs and in training, batches run whole.
+        """
+        if lq.shape[0] > 1 and lq.device.type == "cpu" and fast_paths_enabled(lq):
+            return torch.cat([self(lq[i : i + 1]) for i in range(lq.shape[0])])
+        return None
 
     def to_internal_format(self, lq: Tensor) -> Tensor:
         """``lq`` in the memory format the network computes in (see ``channels_last``)."""

@@ -141,6 +141,8 @@ class GLEAN(BankRestorer):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
+        if (sr := self.per_sample(lq)) is not None:
+            return sr
         latents, feats = self.encode(self.to_internal_format(lq))
         bank_feats = self.bank_features(latents, feats)
         return self.run_decoder(feats.pop(self.config.in_size), bank_feats).contiguous()

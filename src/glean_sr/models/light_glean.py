@@ -138,6 +138,8 @@ class LightGLEAN(BankRestorer):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
+        if (sr := self.per_sample(lq)) is not None:
+            return sr
         bank = self.generator
         f0 = self.encoder(self.to_internal_format(lq))  # [N, C_in, in, in]
         x = self.bank_input(f0)  # [N, C_in/2, in/2, in/2]
