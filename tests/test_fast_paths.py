@@ -110,3 +110,29 @@ def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
         sr = model(lq).float().numpy()
     psnr = 10 * math.log10(4 / float(np.mean((sr - ref) ** 2)))
     assert psnr >= 45.0, psnr
+
+
+def test_inference_benchmark_writes_its_rows(tmp_path):
+    """The benchmark script runs a preset end to end and writes every documented column."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+    out = tmp_path / "rows.json"
+    args = "--preset lightglean_cat_16x --batch 1 --precision fp32 --warmup 0 --repeats 1"
+    cmd = [sys.executable, str(script), *args.split(), "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())
+    for key in ("preset", "batch", "precision", "latency_s", "peak_rss_bytes", "gflops",
+                "achieved_gflops_per_s", "conv_peak_gflops_per_s"):  # fmt: skip
+        assert key in row, key
+    assert row["preset"] == "lightglean_cat_16x" and row["latency_s"] > 0
+    from glean_sr import PRESETS
+    from glean_sr.analysis import count_macs
+
+    model = build_model(PRESETS["lightglean_cat_16x"].config, device="meta")
+    assert row["gflops"] == pytest.approx(2 * count_macs(model)["macs"] / 1e9)
