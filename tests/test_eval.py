@@ -87,13 +87,17 @@ def test_eval_values_match_independent_computation(report_dir, gt_dir, tiny_mode
     """Bicubic and model rows recomputed here: LQ = MATLAB imresize of the 8-bit GT, outputs
     rounded to 8 bits, PSNR/SSIM by scikit-image."""
     rows = {(r["image"], r["method"]): r for r in _read_csv(report_dir / "per_image.csv")}
-    for path in sorted(gt_dir.iterdir()):
-        gt8 = np.asarray(Image.open(path))
-        lq8 = imresize(gt8, 1 / 4)  # uint8 in, rounded uint8 out, like MATLAB
+    paths = sorted(gt_dir.iterdir())
+    gts = [np.asarray(Image.open(path)) for path in paths]
+    lqs = [imresize(gt8, 1 / 4) for gt8 in gts]  # uint8 in, rounded uint8 out, like MATLAB
+    # the model run in the same batches as the report's --batch-size 3 (equal bits, since a
+    # batch's size decides how the modulated convolutions are executed)
+    batch = torch.stack([torch.from_numpy(lq8).permute(2, 0, 1).float() / 255 for lq8 in lqs])
+    with torch.no_grad():
+        srs = torch.cat([tiny_model(chunk * 2 - 1) for chunk in batch.split(3)])
+    for path, gt8, lq8, sr in zip(paths, gts, lqs, srs, strict=True):
         bic8 = imresize(lq8, 4)
-        lq = torch.from_numpy(lq8).permute(2, 0, 1)[None].float() / 255
-        with torch.no_grad():
-            sr = tiny_model(lq * 2 - 1)[0].permute(1, 2, 0).numpy()
+        sr = sr.permute(1, 2, 0).numpy()
         sr8 = np.floor(np.clip((sr + 1) / 2, 0, 1) * 255 + 0.5).astype(np.uint8)
         for method, out8 in (("bicubic", bic8), ("tiny_model0", sr8)):
             row = rows[(path.name, method)]

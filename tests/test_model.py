@@ -159,12 +159,39 @@ def test_modulated_conv_paths_agree_with_the_equations(upsample, batch):
         outs.append(y)
     ref = torch.cat(outs)
     dcoefs = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
+    gain, bias = 1.7, torch.randn(5)
+    expected = (ref * gain + bias[None, :, None, None]).detach()
     with torch.no_grad():
-        a = conv._forward_weight_modulated(x, weight, styles, dcoefs)
-        b = conv._forward_activation_modulated(x, weight, styles, dcoefs)
-        c = conv(x, w)
+        a = conv._forward_weight_modulated(x, weight, styles, dcoefs * gain, bias)
+        b = conv._forward_activation_modulated(x, weight, styles, dcoefs * gain, bias)
+        c = conv(x, w, gain=gain, bias=bias)
+        plain = conv(x, w)
     for out in (a, b, c):
-        torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_style_conv_fused_epilogue_equals_the_definition(channels_last):
+    """noise -> bias -> lrelu * sqrt(2), folded into the convolution, equals the plain steps."""
+    from glean_sr.models.stylegan2 import ModulatedStyleConv
+
+    torch.manual_seed(0)
+    for upsample in (False, True):
+        layer = ModulatedStyleConv(6, 5, 4, upsample=upsample).eval()
+        with torch.no_grad():
+            layer.noise_injector.weight.fill_(0.3)
+            layer.activate.bias.normal_()
+        x, w = torch.randn(2, 6, 8, 8), torch.randn(2, 4)
+        noise = torch.randn(1, 1, 16 if upsample else 8, 16 if upsample else 8)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            y = layer.conv(x, w) + 0.3 * noise + layer.activate.bias[None, :, None, None]
+            expected = F.leaky_relu(y, 0.2) * 2**0.5
+            got = layer(x, w, noise)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_bank_generates_images_on_its_own(tiny_model):

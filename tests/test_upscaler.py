@@ -156,9 +156,15 @@ def test_bf16_stays_close_to_fp32(tiny_model, astronaut):
     assert psnr > 35, psnr  # bf16 keeps 8 bits of mantissa
 
 
+def test_fp16_on_cpu_works_and_says_it_is_slow(tiny_model):
+    upscaler = glean_sr.Upscaler(tiny_model, device="cpu", precision="fp16")
+    assert any("bf16 is the fast choice" in note for note in upscaler.notes)
+    assert glean_sr.Upscaler(tiny_model, device="cpu", precision="bf16").notes == []
+
+
 def test_invalid_settings_are_one_line_errors(tiny_model):
-    with pytest.raises(ConfigError, match="fp16 on the CPU is very slow"):
-        glean_sr.Upscaler(tiny_model, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        glean_sr.Upscaler(tiny_model, device="cpu", precision="fp8")
     with pytest.raises(ConfigError, match="resize must be one of error, bicubic, area"):
         glean_sr.Upscaler(tiny_model, device="cpu", resize="lanczos")
     with pytest.raises(ConfigError, match="fit must be"):
@@ -171,3 +177,12 @@ def test_invalid_settings_are_one_line_errors(tiny_model):
         glean_sr.Upscaler(tiny_model, device="gpu")
     with pytest.raises(ConfigError, match="glean-sr restorer"):
         glean_sr.Upscaler(torch.nn.Conv2d(3, 3, 1), device="cpu")
+
+
+def test_compiled_model_gives_the_same_images(tiny_model, astronaut):
+    """torch.compile (inductor, C++ on the CPU) changes the execution, not the result."""
+    small = imresize(astronaut, size=(IN, IN))
+    eager = glean_sr.Upscaler(tiny_model, device="cpu")(small).data.pixels
+    compiled = glean_sr.Upscaler(tiny_model, device="cpu", compile=True)
+    assert compiled.compiled
+    np.testing.assert_allclose(compiled(small).data.pixels, eager, atol=1e-5)

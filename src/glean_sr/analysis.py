@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.ops import plain_ops
+
 
 def _module_macs_hook(counter: list[int]):
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -51,7 +53,9 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
     lq = torch.empty(batch, meta.img_channels, meta.in_size, meta.in_size, device="meta")
     flops = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), flops:
+        # the plain definitions: the count is the model's, not that of glean-sr's banded or
+        # fused execution (which recomputes a few halo rows)
+        with plain_ops(), torch.no_grad(), flops:
             meta(lq)
     finally:
         for h in handles:

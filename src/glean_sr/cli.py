@@ -25,6 +25,7 @@ COMMANDS = [
     "sample-bank",
     "prepare",
     "train",
+    "export-onnx",
 ]
 
 

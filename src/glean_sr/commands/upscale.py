@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=_positive_int, default=1, help="images per forward pass (default 1)"
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model: slow first batch (minutes on a CPU), faster after",
+    )
+    p.add_argument(
         "--resize",
         choices=RESIZE_METHODS,
         default="error",
@@ -243,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         resize=args.resize,
         fit=args.fit,
         batch_size=args.batch_size,
+        compile=args.compile,
     )
     suffix = args.suffix if args.suffix is not None else f"_x{upscaler.scale}"
     plan_outputs(jobs, out_dir, suffix, args.ext)
@@ -251,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         f"x{upscaler.scale}) on {upscaler.device}, {upscaler.precision}",
         flush=True,
     )
+    for note in upscaler.notes:
+        print(f"note: {note}", flush=True)
 
     report = Reporter(len(jobs))
     for message in input_errors:

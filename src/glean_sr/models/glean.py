@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..config import GLEANConfig
 from .base import BankRestorer
+from .ops import as_format, is_channels_last
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -120,7 +121,7 @@ class GLEAN(BankRestorer):
         bank = self.generator
         in_size = self.config.in_size
         fusion = dict(zip(self.config.fusion_resolutions, self.fusion_out, strict=True))
-        x = bank.constant_input(latents.shape[0])
+        x = as_format(bank.constant_input(latents.shape[0]), is_channels_last(feats[in_size]))
         x = bank.conv1(x, latents[:, 0], bank.noise(0, x, "const"))
         out: dict[int, Tensor] = {}
         for res in bank.config.resolutions:
@@ -129,26 +130,22 @@ class GLEAN(BankRestorer):
                 feat = feats[prev] if prev == in_size else feats.pop(prev)
                 x = fusion[prev](torch.cat((x, feat), 1))
                 del feat
-            x = bank.style_block(res, x, latents)
+            # the largest block: hand freed memory back first (see release_free_memory)
+            last = res == bank.config.resolution and res >= 256
+            x = bank.style_block(res, x, latents, release_memory=last)
             if res > in_size:
                 out[res] = x
         return out
-
-    def decode(self, feat_in: Tensor, bank_feats: dict[int, Tensor]) -> Tensor:
-        """Decoder: pixel-shuffle up from ``in_size``, concatenating bank features at each stage."""
-        hr = self.decoder[0](feat_in)
-        del feat_in
-        for block, res in zip(self.decoder[1:], self.config.decoder_resolutions[1:], strict=True):
-            hr = block(torch.cat((hr, bank_feats.pop(res)), 1))
-        return hr
 
     def forward(self, lq: Tensor) -> Tensor:
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
-        latents, feats = self.encode(lq)
+        if (sr := self.per_sample(lq)) is not None:
+            return sr
+        latents, feats = self.encode(self.to_internal_format(lq))
         bank_feats = self.bank_features(latents, feats)
-        return self.decode(feats.pop(self.config.in_size), bank_feats)
+        return self.run_decoder(feats.pop(self.config.in_size), bank_feats).contiguous()
 
     def extra_repr(self) -> str:
         c = self.config

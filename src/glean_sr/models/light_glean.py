@@ -138,21 +138,20 @@ class LightGLEAN(BankRestorer):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
+        if (sr := self.per_sample(lq)) is not None:
+            return sr
         bank = self.generator
-        f0 = self.encoder(lq)  # [N, C_in, in, in]
+        f0 = self.encoder(self.to_internal_format(lq))  # [N, C_in, in, in]
         x = self.bank_input(f0)  # [N, C_in/2, in/2, in/2]
         ws = self.latent_codes(bank.style_mapping, lq.shape[0])  # [N, L, S]
         feats: dict[int, Tensor] = {}
         for res in self.config.bank_resolutions:
-            x = bank.style_block(res, x, ws)
+            last = res == self.config.out_size and res >= 256  # the largest block
+            x = bank.style_block(res, x, ws, release_memory=last)
             if res > self.config.in_size:
                 feats[res] = x
         del x
-        hr = self.decoder[0](f0)
-        del f0
-        for block, res in zip(self.decoder[1:], self.config.decoder_resolutions[1:], strict=True):
-            hr = block(torch.cat((hr, feats.pop(res)), 1))
-        return hr
+        return self.run_decoder(f0, feats).contiguous()
 
     def extra_repr(self) -> str:
         c = self.config

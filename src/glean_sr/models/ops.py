@@ -8,10 +8,39 @@ and, where it pays, a faster equivalent used by the networks. Tests compare the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_PLAIN = False
+
+
+@contextmanager
+def plain_ops() -> Iterator[None]:
+    """Run the networks on their plain definitions: no banding, fused buffers or memory release,
+    and modulation always on the activations (one shared convolution, any batch size).
+
+    For graph export (ONNX, ``torch.export``) and for counting the model's own operations
+    (:func:`glean_sr.analysis.count_macs`); results equal the fast paths' to float rounding.
+    """
+    global _PLAIN
+    previous, _PLAIN = _PLAIN, True
+    try:
+        yield
+    finally:
+        _PLAIN = previous
+
+
+def fast_paths_enabled(*tensors: Tensor) -> bool:
+    """True when inference-only fast paths may run: not in :func:`plain_ops` and no autograd
+    graph is being recorded through ``tensors``."""
+    if _PLAIN:
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
 
 #: Gain of StyleGAN2's bias + leaky ReLU (``fused_bias_leakyrelu`` in mmcv, ``lrelu`` in NVIDIA's
 #: ``bias_act``): keeps the activation variance at 1 for unit-variance inputs.
@@ -67,15 +96,23 @@ def upfirdn2d(
     return x.reshape(n, c, x.shape[2], x.shape[3])  # [N, C, H', W']
 
 
-def blur2d(x: Tensor, kernel: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
-    """``upfirdn2d(x, kernel, pad=pad)`` with ``up = down = 1`` as one depthwise convolution.
+def blur2d(
+    x: Tensor, kernel: Tensor, pad: tuple[int, int, int, int], bias: Tensor | None = None
+) -> Tensor:
+    """``upfirdn2d(x, kernel, pad=pad) + bias`` with ``up = down = 1`` as one depthwise
+    convolution; symmetric padding is left to the convolution (no padded copy of ``x``).
 
-    ``x: [N, C, H, W]``; ``pad = (x0, x1, y0, y1)``, all >= 0.
+    ``x: [N, C, H, W]``; ``pad = (x0, x1, y0, y1)``, all >= 0; ``bias: [C]`` or None.
     """
     c = x.shape[1]
     weight = kernel.flip(0, 1).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
-    x = F.pad(x, list(pad))
-    return F.conv2d(x, weight, groups=c)
+    if is_channels_last(x):
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    b = None if bias is None else bias.to(x.dtype)
+    x0, x1, y0, y1 = pad
+    if x0 == x1 and y0 == y1:
+        return keep_format(F.conv2d(x, weight, b, padding=(y0, x0), groups=c), x)
+    return keep_format(F.conv2d(F.pad(x, list(pad)), weight, b, groups=c), x)
 
 
 def bias_lrelu(x: Tensor, bias: Tensor, inplace: bool = False) -> Tensor:
@@ -87,3 +124,180 @@ def bias_lrelu(x: Tensor, bias: Tensor, inplace: bool = False) -> Tensor:
         F.leaky_relu_(x, LRELU_SLOPE)
         return x.mul_(LRELU_GAIN)
     return F.leaky_relu(x + b, LRELU_SLOPE) * LRELU_GAIN
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """True for a 4-D tensor laid out channels-last (NHWC) and not also plain contiguous."""
+    return (
+        x.ndim == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not (x.is_contiguous())
+    )
+
+
+def keep_format(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` in ``x``'s memory format (oneDNN sometimes returns NCHW for channels-last input)."""
+    return as_format(y, is_channels_last(x))
+
+
+def as_format(y: Tensor, channels_last: bool) -> Tensor:
+    """``y`` channels-last if asked and not already (a copy only when needed)."""
+    if channels_last and not is_channels_last(y):
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+def pixel_shuffle_cat(x: Tensor, extra: Tensor | None, scale: int) -> Tensor:
+    """``cat(pixel_shuffle(x, scale), extra)`` along channels, written once into one buffer.
+
+    ``x: [N, C * s * s, H, W]``, ``extra: [N, E, sH, sW]`` -> ``[N, C + E, sH, sW]`` in ``x``'s
+    memory format. For channels-last ``x`` this is one strided copy per input instead of the
+    three passes (shuffle, concatenate, re-layout) of the plain ops.
+    """
+    if not is_channels_last(x) or not fast_paths_enabled(x):
+        y = F.pixel_shuffle(x, scale)
+        return y if extra is None else torch.cat((y, extra), 1)
+    n, cs, h, w = x.shape
+    c = cs // (scale * scale)
+    e = 0 if extra is None else extra.shape[1]
+    out = x.new_empty(n, h * scale, w * scale, c + e)  # NHWC storage
+    blocks = out.view(n, h, scale, w, scale, c + e)
+    # pixel_shuffle: out[n, c, h*s + i, w*s + j] = x[n, c*s*s + i*s + j, h, w]
+    src = x.permute(0, 2, 3, 1).reshape(n, h, w, c, scale, scale)  # a view for channels-last x
+    blocks[..., :c].copy_(src.permute(0, 1, 4, 2, 5, 3))
+    if extra is not None:
+        out[..., c:].copy_(extra.permute(0, 2, 3, 1))
+    return out.permute(0, 3, 1, 2)  # [N, C + E, sH, sW], channels-last
+
+
+def shuffle_cat_head(
+    y: Tensor,
+    extra: Tensor,
+    scale: int,
+    conv1: torch.nn.Conv2d,
+    slope: float,
+    conv2: torch.nn.Conv2d,
+    rows: int = 128,
+) -> Tensor:
+    """``conv2(leaky_relu(conv1(cat(pixel_shuffle(y, scale), extra)), slope))`` for two 3x3,
+    padding-1 convolutions: the decoders' last stage, computed in bands of ``rows`` output rows.
+
+    ``y: [N, C * s * s, H, W]``, ``extra: [N, E, sH, sW]`` -> ``[N, C2, sH, sW]``. Neither the
+    concatenated input (256 MB at 1024 x 1024 for GLEAN) nor ``conv1``'s output ever exists
+    whole: each band builds the input rows it depends on (two more on each side) and zero-pads
+    only at the image border, so every output value is the same sum as untiled.
+    """
+    n, _, h, w = extra.shape
+    if h <= rows or not fast_paths_enabled(y, extra):
+        x = pixel_shuffle_cat(y, extra, scale)
+        return conv2(F.leaky_relu(conv1(x), slope))
+
+    def input_rows(a: int, b: int) -> Tensor:  # rows [a, b) of cat(pixel_shuffle(y), extra)
+        ya, yb = a // scale, -(-b // scale)
+        band = pixel_shuffle_cat(y[:, :, ya:yb], extra[:, :, ya * scale : yb * scale], scale)
+        return band[:, :, a - ya * scale : b - ya * scale]
+
+    out = torch.empty(
+        n, conv2.out_channels, h, w, dtype=y.dtype, device=y.device, memory_format=_format_of(y)
+    )
+    for top in range(0, h, rows):
+        bottom = min(top + rows, h)
+        a, b = max(top - 1, 0), min(bottom + 1, h)  # the conv1 rows conv2 needs
+        x = input_rows(max(a - 1, 0), min(b + 1, h))
+        z = _conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
+        z = _conv_rows(F.leaky_relu_(z, slope), a, top, bottom, h, conv2.weight, conv2.bias)
+        out[:, :, top:bottom] = z
+    return out
+
+
+def _conv_rows(
+    x: Tensor,
+    start: int,
+    lo: int,
+    hi: int,
+    height: int,
+    weight: Tensor,
+    bias: Tensor | None,
+    groups: int = 1,
+    pad: int = 1,
+) -> Tensor:
+    """Rows ``[lo, hi)`` of ``conv2d(image, weight, bias, padding=pad)`` (padding ``pad`` in both
+    directions, ``weight`` of height ``2 * pad + 1`` or ``2 * pad + 2``) from ``x``, the rows
+    ``[start, start + x.shape[2])`` of an image ``height`` rows tall.
+
+    ``x`` must hold every row the wanted outputs read, except rows outside the image: those are
+    the convolution's zero padding, which is applied only where the band touches the image
+    border. Rows computed next to padding that is not at the border are dropped, so no padded
+    copy of ``x`` is ever made.
+    """
+    p = pad if (lo == 0 or hi == height) else 0
+    y = F.conv2d(x, weight, bias, padding=(p, pad), groups=groups)
+    first = start - p + pad  # the image row of y's first output row
+    return y[:, :, lo - first : hi - first]
+
+
+def _format_of(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+
+
+_LIBC_TRIM = None
+
+
+def release_free_memory(x: Tensor) -> None:
+    """Hand freed heap memory back to the OS before a large allocation (CPU, glibc only).
+
+    PyTorch's CPU tensors come from malloc; glibc serves blocks up to 32 MB from its heap and
+    keeps freed ones mapped, so the many mid-sized activations of the coarse stages would stay
+    resident while the 1024 px stages allocate fresh memory: about 200 MB of peak RSS for GLEAN
+    64 -> 1024. ``malloc_trim(0)`` returns those pages; it takes well under a millisecond.
+    """
+    global _LIBC_TRIM
+    if x.device.type != "cpu" or _PLAIN:
+        return
+    if _LIBC_TRIM is None:
+        try:
+            import ctypes
+
+            _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+            _LIBC_TRIM = False
+    if _LIBC_TRIM:
+        _LIBC_TRIM(0)
+
+
+def conv_transpose_blur(
+    x: Tensor,
+    weight: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None = None,
+    groups: int = 1,
+    rows: int = 128,
+) -> Tensor:
+    """``blur2d(conv_transpose2d(x, weight, stride=2, groups), kernel, pad 1) + bias``: StyleGAN2's
+    up-sampling convolution followed by its 4x4 FIR filter, ``[N, Ci, H, W] -> [N, Co, 2H, 2W]``.
+
+    For outputs taller than ``rows`` (inference only) it runs in bands of ``rows`` output rows so
+    that the transposed convolution's ``(2H + 1)``-row intermediate never exists whole (134 MB
+    at 1024 px for GLEAN). Band ``[i0, i1)`` needs intermediate rows ``[i0 - 1, i1 + 2)``, which
+    input rows ``[i0 / 2 - 1, i1 / 2]`` produce completely; missing rows at the image border are
+    the filter's zero padding, so the result equals the unbanded one.
+    """
+    n, _, h, w = x.shape
+    if 2 * h <= rows or not fast_paths_enabled(x, weight):
+        z = F.conv_transpose2d(x, weight, stride=2, groups=groups)
+        return blur2d(z, kernel, (1, 1, 1, 1), bias)
+    c_out = weight.shape[1] * groups
+    taps = kernel.flip(0, 1).to(x.dtype)[None, None].expand(c_out, 1, *kernel.shape)
+    if is_channels_last(x):
+        taps = taps.contiguous(memory_format=torch.channels_last)
+    b = None if bias is None else bias.to(x.dtype)
+    out = torch.empty(n, c_out, 2 * h, 2 * w, dtype=x.dtype, device=x.device,
+                      memory_format=_format_of(x))  # fmt: skip
+    rows -= rows % 2
+    for i0 in range(0, 2 * h, rows):
+        i1 = min(i0 + rows, 2 * h)
+        m_lo, m_hi = max(i0 // 2 - 1, 0), min(i1 // 2, h - 1)
+        # rows [2 * m_lo, 2 * m_hi + 3) of the transposed convolution, complete where needed
+        z = F.conv_transpose2d(x[:, :, m_lo : m_hi + 1], weight, stride=2, groups=groups)
+        out[:, :, i0:i1] = _conv_rows(z, 2 * m_lo, i0, i1, 2 * h, taps, b, groups=c_out)
+    return out

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ops import pixel_shuffle_cat
+
 
 def esrgan_init_(module: nn.Module, scale: float) -> None:
     """Kaiming-normal (fan_in, ReLU gain) scaled by ``scale``, zero bias, for every conv/linear."""
@@ -85,6 +87,7 @@ class PixelShufflePack(nn.Module):
         )
         esrgan_init_(self, 1.0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x: [N, in, H, W]`` -> ``[N, out, H * scale, W * scale]``."""
-        return F.pixel_shuffle(self.upsample_conv(x), self.scale)
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        """``x: [N, in, H, W]`` -> ``[N, out, H * scale, W * scale]``; with ``extra: [N, E,
+        H * scale, W * scale]``, ``cat((that, extra), 1)`` built in one buffer."""
+        return pixel_shuffle_cat(self.upsample_conv(x), extra, self.scale)

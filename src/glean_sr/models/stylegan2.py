@@ -24,9 +24,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StyleGAN2Config
-from .ops import bias_lrelu, blur2d, make_fir_kernel, upfirdn2d
+from .ops import (
+    LRELU_GAIN,
+    LRELU_SLOPE,
+    bias_lrelu,
+    blur2d,
+    conv_transpose_blur,
+    fast_paths_enabled,
+    is_channels_last,
+    keep_format,
+    make_fir_kernel,
+    release_free_memory,
+    upfirdn2d,
+)
 
 NoiseMode = Literal["const", "random", "none"]
+
+
+def _match_format(weight: Tensor, x: Tensor) -> Tensor:
+    """``weight`` in ``x``'s memory format: convolutions keep channels-last activations
+    channels-last only when their weights are channels-last too (transposed ones at least)."""
+    if is_channels_last(x):
+        return weight.contiguous(memory_format=torch.channels_last)
+    return weight
 
 
 def _can_inplace(t: Tensor) -> bool:
@@ -109,10 +129,12 @@ class FIRFilter(nn.Module):
         self.pad = pad
         self.up = up
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``x: [N, C, H, W]``; ``bias [C]`` is added to the filtered result."""
         if self.up == 1:
-            return blur2d(x, self.kernel, self.pad)
-        return upfirdn2d(x, self.kernel, up=self.up, pad=self.pad)
+            return blur2d(x, self.kernel, self.pad, bias)
+        y = upfirdn2d(x, self.kernel, up=self.up, pad=self.pad)
+        return y if bias is None else y + bias.to(y.dtype)[None, :, None, None]
 
     def extra_repr(self) -> str:
         return f"up={self.up}, pad={self.pad}"
@@ -161,56 +183,66 @@ class ModulatedConv2d(nn.Module):
             # sides brings it back to 2H (gain 4 = up ** 2 keeps the DC level).
             self.blur = FIRFilter(blur_kernel, pad=(1, 1, 1, 1), gain=4.0)
 
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
-        """``x: [N, in, H, W]``, ``w: [N, style_channels]`` -> ``[N, out, H', W']``.
+    def forward(
+        self, x: Tensor, w: Tensor, *, gain: float = 1.0, bias: Tensor | None = None
+    ) -> Tensor:
+        """``x: [N, in, H, W]``, ``w: [N, style_channels]`` -> ``gain * conv + bias``,
+        ``[N, out, H', W']`` with ``H' = 2H`` when up-sampling, else ``H``.
 
-        ``H' = 2H`` when up-sampling, else ``H``.
+        ``gain`` and ``bias [out]`` let the layer that follows fold its scale and bias into this
+        convolution (they ride on the modulated weights and on the convolution's own bias), so
+        they cost no extra pass over the output.
         """
         n, c, h, wd = x.shape
         styles = self.style_modulation(w)  # [N, in]
         weight = self.weight_orig[0] * self.scale  # [out, in, k, k]
-        dcoefs = None
+        # per-sample, per-output-channel factor: demodulation (Eq. 3) times the folded gain
         if self.demodulate:
             wsq = weight.square().sum(dim=(2, 3))  # [out, in]
-            dcoefs = torch.rsqrt(styles.square() @ wsq.t() + self.eps)  # [N, out]
+            factor = torch.rsqrt(styles.square() @ wsq.t() + self.eps) * gain  # [N, out]
+        else:
+            factor = torch.full((n, self.out_channels), gain, device=x.device, dtype=x.dtype)
         out_hw = (2 * h) * (2 * wd) if self.upsample else h * wd
         weight_cost = n * self.out_channels * c * self.kernel_size**2
         act_cost = n * (c * h * wd + self.out_channels * out_hw)
-        if weight_cost <= act_cost:
-            return self._forward_weight_modulated(x, weight, styles, dcoefs)
-        return self._forward_activation_modulated(x, weight, styles, dcoefs)
+        if weight_cost <= act_cost and fast_paths_enabled():
+            y = self._forward_weight_modulated(x, weight, styles, factor, bias)
+        else:
+            y = self._forward_activation_modulated(x, weight, styles, factor, bias)
+        return keep_format(y, x)
 
     def _forward_weight_modulated(
-        self, x: Tensor, weight: Tensor, styles: Tensor, dcoefs: Tensor | None
+        self, x: Tensor, weight: Tensor, styles: Tensor, factor: Tensor, bias: Tensor | None
     ) -> Tensor:
         n, c, h, wd = x.shape
         k = self.kernel_size
-        w = weight[None] * styles[:, None, :, None, None]  # [N, out, in, k, k]
-        if dcoefs is not None:
-            w = w * dcoefs[:, :, None, None, None]
+        w = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
+        w = w.to(x.dtype)  # [N, out, in, k, k]
         x = x.reshape(1, n * c, h, wd)  # [1, N*in, H, W]
+        b = None if bias is None else bias.to(x.dtype).repeat(n)  # [N*out]
         if self.upsample:
             w = w.transpose(1, 2).reshape(n * c, self.out_channels, k, k)  # [N*in, out, k, k]
-            x = F.conv_transpose2d(x, w, stride=2, groups=n)
-            x = x.reshape(n, self.out_channels, *x.shape[-2:])
-            return self.blur(x)
+            x = conv_transpose_blur(x, _match_format(w, x), self.blur.kernel, b, groups=n)
+            return x.reshape(n, self.out_channels, *x.shape[-2:])
         w = w.reshape(n * self.out_channels, c, k, k)
-        x = F.conv2d(x, w, padding=k // 2, groups=n)
+        x = F.conv2d(x, _match_format(w, x), b, padding=k // 2, groups=n)
         return x.reshape(n, self.out_channels, *x.shape[-2:])
 
     def _forward_activation_modulated(
-        self, x: Tensor, weight: Tensor, styles: Tensor, dcoefs: Tensor | None
+        self, x: Tensor, weight: Tensor, styles: Tensor, factor: Tensor, bias: Tensor | None
     ) -> Tensor:
         x = x * styles[:, :, None, None].to(x.dtype)
-        if self.upsample:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-            if dcoefs is not None:
-                x.mul_(dcoefs[:, :, None, None].to(x.dtype))
-            return self.blur(x)
-        x = F.conv2d(x, weight, padding=self.kernel_size // 2)
-        if dcoefs is not None:
-            x.mul_(dcoefs[:, :, None, None].to(x.dtype))
-        return x
+        weight = weight.to(x.dtype)
+        if self.upsample:  # the FIR filter is linear per channel: scale after it
+            x = conv_transpose_blur(x, _match_format(weight.transpose(0, 1), x), self.blur.kernel)
+        else:
+            x = F.conv2d(x, _match_format(weight, x), padding=self.kernel_size // 2)
+        scale = factor[:, :, None, None].to(x.dtype)
+        x = x.mul_(scale) if _can_inplace(x) else x * scale
+        if bias is None:
+            return x
+        b = bias.to(x.dtype)[None, :, None, None]
+        return x.add_(b) if _can_inplace(x) else x + b
 
     def extra_repr(self) -> str:
         return (
@@ -226,11 +258,10 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
-        noise = noise.to(x.dtype)
-        if _can_inplace(x):
-            return x.add_(noise * self.weight.to(x.dtype))
-        return x + self.weight.to(x.dtype) * noise
+    def forward(self, x: Tensor, noise: Tensor, gain: float = 1.0) -> Tensor:
+        """``x + gain * weight * noise``; ``noise: [1 or N, 1, H, W]`` broadcasts over channels."""
+        scaled = noise.to(x.dtype) * (self.weight.to(x.dtype) * gain)  # [1 or N, 1, H, W]
+        return x.add_(scaled) if _can_inplace(x) else x + scaled
 
 
 class BiasAct(nn.Module):
@@ -269,11 +300,17 @@ class ModulatedStyleConv(nn.Module):
         self.activate = BiasAct(out_channels)
 
     def forward(self, x: Tensor, w: Tensor, noise: Tensor | None) -> Tensor:
-        """``x: [N, in, H, W]``, ``w: [N, S]``, ``noise: [1 or N, 1, H', W']`` or None."""
-        x = self.conv(x, w)
+        """``x: [N, in, H, W]``, ``w: [N, S]``, ``noise: [1 or N, 1, H', W']`` or None.
+
+        Computes ``lrelu(conv + noise + bias) * sqrt(2)`` as ``lrelu(sqrt(2) * conv +
+        sqrt(2) * noise + sqrt(2) * bias)`` (leaky ReLU is positively homogeneous): the gain and
+        the bias ride on the convolution, leaving two passes over the output (noise, ReLU).
+        """
+        gain = LRELU_GAIN
+        x = self.conv(x, w, gain=gain, bias=self.activate.bias * gain)
         if noise is not None:
-            x = self.noise_injector(x, noise)
-        return self.activate(x)
+            x = self.noise_injector(x, noise, gain)
+        return F.leaky_relu_(x, LRELU_SLOPE) if _can_inplace(x) else F.leaky_relu(x, LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):
@@ -457,15 +494,27 @@ class StyleGAN2Generator(nn.Module):
         return self.style_mapping(z.to(self._reference_param())).mean(dim=0)
 
     def style_block(
-        self, res: int, x: Tensor, ws: Tensor, noise_mode: NoiseMode = "const"
+        self,
+        res: int,
+        x: Tensor,
+        ws: Tensor,
+        noise_mode: NoiseMode = "const",
+        *,
+        release_memory: bool = False,
     ) -> Tensor:
         """Run the two synthesis layers that produce resolution ``res``.
 
         ``x: [N, C_{res/2}, res/2, res/2]``, ``ws: [N, L, S]`` -> ``[N, C_res, res, res]``.
+        ``release_memory`` hands freed heap memory back before each layer
+        (:func:`~glean_sr.models.ops.release_free_memory`), for the largest blocks.
         """
         up_conv, conv, _ = self.block(res)
         layer = self.first_layer(res)
+        if release_memory:
+            release_free_memory(x)
         x = up_conv(x, ws[:, layer], self.noise(layer, x, noise_mode))
+        if release_memory:
+            release_free_memory(x)
         return conv(x, ws[:, layer + 1], self.noise(layer + 1, x, noise_mode))
 
     def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const") -> Tensor:

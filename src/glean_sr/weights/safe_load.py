@@ -1,6 +1,8 @@
 """Reading weight files without ever executing code from them.
 
-* safetensors files are read with the safetensors library (pure data by design).
+* safetensors files (pure data by design) are read by :func:`read_safetensors`: each tensor's
+  bytes go straight from the file into a freshly allocated, aligned tensor, so loading needs no
+  second copy of the weights and no memory map that stays resident.
 * PyTorch files (zip or legacy format) are read with ``torch.load(weights_only=True)``: the
   unpickler only rebuilds tensors and plain containers and refuses any other global.
 * Files whose pickle names other globals (NVIDIA snapshots, rosinality and mmagic 1.x training
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -88,18 +91,79 @@ def read_weights_file(path: Path) -> Any:
         raise WeightsError(f"{path}: the file is empty")
     fmt = sniff_format(path)
     if fmt == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(
-                f"{path}: not a readable safetensors file ({_short_reason(exc)}); it may be "
-                f"truncated or corrupt"
-            ) from None
+        return read_safetensors(path)
     if fmt in ("torch-zip", "pickle"):
         return read_torch_file(path)
     raise WeightsError(
         f"{path}: not a weight file (expected a PyTorch .pth/.pt/.pkl or a .safetensors file)"
     )
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (format: 8-byte little-endian header size, a JSON
+    header ``{name: {dtype, shape, data_offsets}}``, then the raw little-endian data).
+
+    Every entry is checked against the file before anything is read (known dtype, offsets inside
+    the data section, size equal to the shape's), so a damaged file is one clear error.
+    """
+    import json
+
+    def bad(reason: str) -> WeightsError:
+        return WeightsError(
+            f"{path}: not a readable safetensors file ({reason}); it may be truncated or corrupt"
+        )
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        if header_len > size - 8:
+            raise bad("its header is longer than the file")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad("its header is not valid JSON") from None
+        if not isinstance(header, dict):
+            raise bad("its header is not a JSON object")
+        header.pop("__metadata__", None)
+        data_start, data_size = 8 + header_len, size - 8 - header_len
+        out: dict[str, torch.Tensor] = {}
+        for name, entry in sorted(header.items(), key=lambda kv: str(kv[1])):
+            try:
+                dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+                shape = [int(d) for d in entry["shape"]]
+                begin, end = (int(o) for o in entry["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise bad(f"entry {name!r} is malformed or has an unsupported dtype") from None
+            numel = 1
+            for d in shape:
+                numel *= d
+            nbytes = numel * torch.empty((), dtype=dtype).element_size()
+            if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size:
+                raise bad(f"entry {name!r} lies outside the file")
+            if end - begin != nbytes:
+                raise bad(f"entry {name!r} has {end - begin} bytes for shape {shape}")
+            tensor = torch.empty(shape, dtype=dtype)
+            if nbytes:
+                f.seek(data_start + begin)
+                view = memoryview(tensor.view(-1).view(torch.uint8).numpy())
+                if f.readinto(view) != nbytes:
+                    raise bad(f"entry {name!r} is cut short")
+            out[name] = tensor
+    if sys.byteorder != "little":
+        out = {k: v.view(torch.uint8).view(-1).flip(0).view(v.dtype).flip(0).reshape(v.shape)
+               for k, v in out.items()}  # fmt: skip
+    return out

@@ -1,0 +1,242 @@
+"""Inference speed and memory of glean-sr presets, against this machine's 3x3-conv throughput.
+
+    python benchmarks/inference.py                       # every preset, batch 1 and 4, fp32 (+bf16)
+    python benchmarks/inference.py --preset glean_ffhq_16x --batch 1 --precision fp32
+    python benchmarks/inference.py --json results.json --device cuda
+
+Each configuration runs in a fresh child process so that its peak memory is its own: process
+peak RSS (``ru_maxrss``) on CPU, the allocator's peak on GPU. Weights are deterministic (seeded
+normal draws); building a preset downloads nothing. Latency is the median over ``--repeats``
+runs after ``--warmup`` runs. ``gflops`` is 2 x the counted multiply-accumulates of every
+convolution and matrix product (see glean_sr.analysis); ``conv_peak_gflops_per_s`` is the best
+throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+#: (batch, channels, size) of the 3x3 convolutions used to measure the machine's conv throughput
+CONV_SHAPES = [(1, 64, 512), (1, 128, 256), (1, 256, 128), (1, 512, 64)]
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def conv_peak(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """Best GFLOP/s of a plain 3x3 convolution (C -> C, padding 1) over CONV_SHAPES, in both
+    memory formats (NCHW and channels-last)."""
+    dtype = _dtype(precision)
+    best = 0.0
+    shapes = [(shape, fmt) for shape in CONV_SHAPES for fmt in FORMATS]
+    for (n, c, s), fmt in shapes:
+        conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device, dtype, memory_format=fmt)
+        x = torch.randn(n, c, s, s, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        flops = 2 * n * c * c * 9 * s * s
+        with torch.no_grad():
+            conv(x)
+            _sync(device)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                conv(x)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+        best = max(best, flops / statistics.median(times) / 1e9)
+    return best
+
+
+def build_preset(name: str, device: torch.device) -> torch.nn.Module:
+    """The preset's architecture with seeded N(0, 1/fan_in) weights; no download."""
+    from glean_sr.models.registry import build_model
+    from glean_sr.presets import PRESETS
+
+    model = build_model(PRESETS[name].config, device="meta")
+    model = model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # in place: no temporaries, so the process holds just the weights
+        for key, t in sorted(model.state_dict(keep_vars=True).items()):
+            if key.endswith(".kernel"):
+                k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+                t.copy_(k[None] * k[:, None] / 16)  # every GLEAN FIR kernel: outer / 64 * 4
+            elif key.endswith(("weight_orig", ".input", ".z")) or "injected_noise" in key:
+                t.normal_(0.0, 1.0, generator=g)
+            elif key.endswith(".weight") and t.ndim >= 2:
+                t.normal_(0.0, 1.0 / t[0].numel() ** 0.5, generator=g)
+            elif key.endswith("style_modulation.bias"):
+                t.fill_(1.0)
+            else:
+                t.normal_(0.0, 0.1, generator=g)
+    return model.to(device).eval()
+
+
+def run_one(
+    preset: str,
+    batch: int,
+    precision: str,
+    device_name: str,
+    warmup: int,
+    repeats: int,
+    compile: bool = False,
+):
+    """Measure one configuration in this process; returns a result row."""
+    import resource
+
+    from glean_sr.analysis import count_macs
+
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = build_preset(preset, device)
+    macs = count_macs(model, batch=batch)["macs"]
+    run = torch.compile(model) if compile else model  # the warm-up runs compile
+    lq = torch.rand(batch, 3, model.in_size, model.in_size, device=device) * 2 - 1
+    dtype = _dtype(precision)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with torch.no_grad(), autocast:
+        for i in range(warmup + repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            run(lq)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    latency = statistics.median(times)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row = {
+        "preset": preset,
+        "device": device_name,
+        "batch": batch,
+        "precision": precision,
+        "latency_s": latency,
+        "images_per_s": batch / latency,
+        "peak_rss_bytes": peak_rss,
+        "gpu_peak_bytes": torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else None,
+        "gflops": 2 * macs / 1e9,
+        "achieved_gflops_per_s": 2 * macs / latency / 1e9,
+        "threads": torch.get_num_threads(),
+        "compiled": compile,
+    }
+    return row
+
+
+def _child(args: argparse.Namespace) -> int:
+    row = run_one(
+        args.preset[0], args.batch[0], args.precision[0], args.device, args.warmup, args.repeats
+    )
+    print(json.dumps(row))
+    return 0
+
+
+def supported_precisions(device: str) -> list[str]:
+    if device.startswith("cuda"):
+        out = ["fp32", "fp16"]
+        if torch.cuda.is_bf16_supported():
+            out.append("bf16")
+        return out
+    # CPU: bf16 autocast is supported everywhere but only fast with AVX512-BF16/AMX; fp16 conv
+    # kernels on CPU are reference implementations, so only bf16 is offered.
+    return ["fp32", "bf16"]
+
+
+def main() -> int:
+    from glean_sr.presets import PRESETS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--preset", nargs="*", default=None,
+        help="default: the released presets and lightglean_ffhq_16x",
+    )  # fmt: skip
+    parser.add_argument("--batch", nargs="*", type=int, default=[1, 4])
+    parser.add_argument("--precision", nargs="*", default=None, help="fp32 bf16 fp16")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the rows as a JSON list here")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model first")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args)
+
+    # the released models, and LightGLEAN at the size of TPAMI Table 5
+    presets = args.preset or [n for n, p in PRESETS.items() if p.url] + ["lightglean_ffhq_16x"]
+    precisions = args.precision or supported_precisions(args.device)
+    device = torch.device(args.device)
+    peaks = {p: conv_peak(device, p) for p in precisions}
+    rows = []
+    header = (
+        f"{'preset':44s} {'batch':>5s} {'prec':>5s} {'latency s':>10s} {'img/s':>7s} "
+        f"{'peak MiB':>9s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'conv peak':>9s} {'ratio':>6s}"
+    )
+    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(header)
+    for preset in presets:
+        for batch in args.batch:
+            for precision in precisions:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--preset",
+                    preset,
+                    "--batch",
+                    str(batch),
+                    "--precision",
+                    precision,
+                    "--device",
+                    args.device,
+                    "--warmup",
+                    str(args.warmup),
+                    "--repeats",
+                    str(args.repeats),
+                ]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+                if proc.returncode != 0:
+                    print(
+                        f"{preset:44s} {batch:5d} {precision:>5s} failed: "
+                        f"{proc.stderr.strip().splitlines()[-1:]}"
+                    )
+                    continue
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["conv_peak_gflops_per_s"] = peaks[precision]
+                row["ratio_to_conv_peak"] = row["achieved_gflops_per_s"] / peaks[precision]
+                rows.append(row)
+                peak = row["gpu_peak_bytes"] if row["gpu_peak_bytes"] else row["peak_rss_bytes"]
+                print(
+                    f"{preset:44s} {batch:5d} {precision:>5s} {row['latency_s']:10.3f} "
+                    f"{row['images_per_s']:7.3f} {peak / 2**20:9.0f} {row['gflops']:8.1f} "
+                    f"{row['achieved_gflops_per_s']:8.1f} {peaks[precision]:9.1f} "
+                    f"{row['ratio_to_conv_peak']:6.2f}",
+                    flush=True,
+                )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

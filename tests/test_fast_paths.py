@@ -1,0 +1,138 @@
+"""The inference fast paths compute exactly what their plain definitions compute."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
+from glean_sr.models.ops import (
+    blur2d,
+    conv_transpose_blur,
+    is_channels_last,
+    make_fir_kernel,
+    pixel_shuffle_cat,
+    shuffle_cat_head,
+    upfirdn2d,
+)
+from glean_sr.models.registry import build_model
+from glean_sr.weights.glean_format import infer_config
+
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_pixel_shuffle_cat(fmt, batch):
+    x = torch.randn(batch, 16 * 4, 5, 6).contiguous(memory_format=fmt)
+    extra = torch.randn(batch, 3, 10, 12)
+    with torch.no_grad():
+        got = pixel_shuffle_cat(x, extra, 2)
+    assert torch.equal(got, torch.cat((F.pixel_shuffle(x, 2), extra), 1))
+    assert is_channels_last(got) == (fmt == torch.channels_last)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("rows", [2, 4, 6, 1000])
+def test_banded_transposed_conv_and_blur_equal_the_definition(fmt, groups, rows):
+    """Bands of every size, including ones that touch both image borders."""
+    torch.manual_seed(0)
+    kernel = make_fir_kernel((1, 3, 3, 1), gain=4.0)
+    for h in (1, 3, 8, 13):
+        x = torch.randn(1, 4 * groups, h, 7).contiguous(memory_format=fmt)
+        w, b = torch.randn(4 * groups, 3, 3, 3), torch.randn(3 * groups)
+        with torch.no_grad():
+            z = F.conv_transpose2d(x, w, stride=2, groups=groups)
+            ref = upfirdn2d(z, kernel, pad=(1, 1)) + b[None, :, None, None]
+            got = conv_transpose_blur(x, w, kernel, b, groups=groups, rows=rows)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 1000])
+def test_banded_last_stage_equals_the_definition(fmt, rows):
+    torch.manual_seed(0)
+    conv1, conv2 = nn.Conv2d(6, 5, 3, 1, 1), nn.Conv2d(5, 3, 3, 1, 1)
+    for h, batch in ((4, 1), (9, 2)):
+        y = torch.randn(batch, 16, h, 5).contiguous(memory_format=fmt)
+        extra = torch.randn(batch, 2, 2 * h, 10).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            x = torch.cat((F.pixel_shuffle(y, 2), extra), 1)
+            ref = conv2(F.leaky_relu(conv1(x), 0.2))
+            got = shuffle_cat_head(y, extra, 2, conv1, 0.2, conv2, rows=rows)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_blur_with_bias_and_asymmetric_padding():
+    x = torch.randn(2, 3, 9, 8)
+    k = torch.arange(1.0, 17.0).reshape(4, 4)
+    b = torch.randn(3)
+    for pad in ((1, 1, 1, 1), (2, 1, 0, 2)):
+        torch.testing.assert_close(
+            blur2d(x, k, pad, b), upfirdn2d(x, k, pad=pad) + b[None, :, None, None]
+        )
+
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    sd = fill_state_dict(read_keys(CONFORMANCE / "fixture_a" / "keys.txt"))
+    model = build_model(infer_config(sd))
+    model.load_state_dict(sd)
+    lq = torch.from_numpy(np.load(CONFORMANCE / "fixture_a" / "input.npy"))
+    return model.eval(), lq, np.load(CONFORMANCE / "fixture_a" / "output.npy")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_both_memory_formats_conform(fixture_model, channels_last):
+    model, lq, ref = fixture_model
+    model.channels_last = channels_last
+    try:
+        with torch.no_grad():
+            sr = model(lq)
+    finally:
+        model.channels_last = True
+    assert sr.is_contiguous()
+    np.testing.assert_allclose(sr.numpy(), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
+    """bf16 / fp16 autocast against fp32 on the conformance fixture: PSNR over the output's
+    nominal [-1, 1] range (peak-to-peak 2). Measured: bf16 55.5 dB, fp16 73 dB."""
+    model, lq, ref = fixture_model
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        sr = model(lq).float().numpy()
+    psnr = 10 * math.log10(4 / float(np.mean((sr - ref) ** 2)))
+    assert psnr >= 45.0, psnr
+
+
+def test_inference_benchmark_writes_its_rows(tmp_path):
+    """The benchmark script runs a preset end to end and writes every documented column."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+    out = tmp_path / "rows.json"
+    args = "--preset lightglean_cat_16x --batch 1 --precision fp32 --warmup 0 --repeats 1"
+    cmd = [sys.executable, str(script), *args.split(), "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())
+    for key in ("preset", "batch", "precision", "latency_s", "peak_rss_bytes", "gflops",
+                "achieved_gflops_per_s", "conv_peak_gflops_per_s"):  # fmt: skip
+        assert key in row, key
+    assert row["preset"] == "lightglean_cat_16x" and row["latency_s"] > 0
+    from glean_sr import PRESETS
+    from glean_sr.analysis import count_macs
+
+    model = build_model(PRESETS["lightglean_cat_16x"].config, device="meta")
+    assert row["gflops"] == pytest.approx(2 * count_macs(model)["macs"] / 1e9)
