@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(chromium dataset-fashion-mnist)
+APT_PACKAGES=(chromium)  # headless Chromium renders the eval report in the tests
 if [[ "${GLEAN_SR_NO_APT:-0}" != "1" ]] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${APT_PACKAGES[@]}"; do
