@@ -135,6 +135,22 @@ class StyleGAN2DiscriminatorConfig:
         return [2**k for k in range(int(math.log2(self.resolution)), 2, -1)]
 
 
+def _check_restorer(config: Any, min_size: int) -> None:
+    """The checks every bank-based restorer config shares (sizes, RRDB encoder, its bank)."""
+    object.__setattr__(config, "blur_kernel", tuple(config.blur_kernel))
+    for name in ("in_size", "out_size"):
+        value = getattr(config, name)
+        if not is_power_of_two(value) or not min_size <= value <= 1024:
+            raise ConfigError(f"{name} must be a power of two in [{min_size}, 1024], got {value!r}")
+    if config.in_size >= config.out_size:
+        raise ConfigError(
+            f"in_size must be smaller than out_size, got {config.in_size} and {config.out_size}"
+        )
+    _check_int("rrdb_channels", config.rrdb_channels)
+    _check_int("num_rrdbs", config.num_rrdbs, minimum=0)
+    _ = config.bank  # validates the bank's fields
+
+
 @dataclass(frozen=True)
 class GLEANConfig:
     """GLEAN with a StyleGAN2 latent bank (CVPR 2021, Sec. 3; mmagic ``GLEANStyleGANv2``).
@@ -157,18 +173,7 @@ class GLEANConfig:
     lr_mlp: float = 0.01
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
-        for name in ("in_size", "out_size"):
-            value = getattr(self, name)
-            if not is_power_of_two(value) or not 4 <= value <= 1024:
-                raise ConfigError(f"{name} must be a power of two in [4, 1024], got {value!r}")
-        if self.in_size >= self.out_size:
-            raise ConfigError(
-                f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
-            )
-        _check_int("rrdb_channels", self.rrdb_channels)
-        _check_int("num_rrdbs", self.num_rrdbs, minimum=0)
-        _ = self.bank  # validates the remaining fields
+        _check_restorer(self, min_size=4)
 
     @property
     def bank(self) -> StyleGAN2Config:
@@ -238,23 +243,12 @@ class LightGLEANConfig:
     head_channels: int = 8
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
-        for name in ("in_size", "out_size"):
-            value = getattr(self, name)
-            if not is_power_of_two(value) or not 8 <= value <= 1024:
-                raise ConfigError(f"{name} must be a power of two in [8, 1024], got {value!r}")
-        if self.in_size >= self.out_size:
-            raise ConfigError(
-                f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
-            )
-        _check_int("rrdb_channels", self.rrdb_channels)
-        _check_int("num_rrdbs", self.num_rrdbs, minimum=0)
+        _check_restorer(self, min_size=8)
         _check_int("head_channels", self.head_channels)
         if not is_power_of_two(self.decoder_reduction):
             raise ConfigError(
                 f"decoder_reduction must be a power of two, got {self.decoder_reduction!r}"
             )
-        _ = self.bank  # validates the remaining fields
 
     bank = GLEANConfig.bank
     scale = GLEANConfig.scale

@@ -383,6 +383,33 @@ def sample_grid(
     return np.repeat(grid_np, 3, axis=2) if c == 1 else grid_np
 
 
+def _restorer_from_bank(
+    bank: LoadedBank | StyleGAN2Generator, config_cls: type, model_type: str, **fields: Any
+) -> Any:
+    """A ``model_type`` restorer around ``bank``; the config's bank fields are the bank's."""
+    from ..models.registry import MODEL_TYPES
+
+    model_cls = MODEL_TYPES[model_type][1]
+    generator = bank.generator if isinstance(bank, LoadedBank) else bank
+    c = generator.config
+    if c.img_channels != 3:
+        raise ConfigError(
+            f"{model_cls.__name__} needs a bank with 3 image channels, this one has "
+            f"{c.img_channels}"
+        )
+    config = config_cls(
+        out_size=c.resolution,
+        style_channels=c.style_channels,
+        num_mlps=c.num_mlps,
+        channel_multiplier=c.channel_multiplier,
+        blur_kernel=c.blur_kernel,
+        lr_mlp=c.lr_mlp,
+        **fields,
+    )
+    with torch.device(next(generator.parameters()).device):
+        return model_cls(config, bank=generator)
+
+
 def build_glean_from_bank(
     bank: LoadedBank | StyleGAN2Generator,
     in_size: int,
@@ -398,27 +425,8 @@ def build_glean_from_bank(
     stored truncation centre is not part of GLEAN's state_dict, so the model's files keep the
     released key set.
     """
-    from ..models.glean import GLEAN
-
-    generator = bank.generator if isinstance(bank, LoadedBank) else bank
-    c = generator.config
-    if c.img_channels != 3:
-        raise ConfigError(
-            f"GLEAN needs a bank with 3 image channels, this one has {c.img_channels}"
-        )
-    config = GLEANConfig(
-        in_size=in_size,
-        out_size=c.resolution,
-        rrdb_channels=rrdb_channels,
-        num_rrdbs=num_rrdbs,
-        style_channels=c.style_channels,
-        num_mlps=c.num_mlps,
-        channel_multiplier=c.channel_multiplier,
-        blur_kernel=c.blur_kernel,
-        lr_mlp=c.lr_mlp,
-    )
-    with torch.device(generator.constant_input.input.device):
-        return GLEAN(config, bank=generator)
+    fields = {"in_size": in_size, "rrdb_channels": rrdb_channels, "num_rrdbs": num_rrdbs}
+    return _restorer_from_bank(bank, GLEANConfig, "glean", **fields)
 
 
 def build_lightglean_from_bank(
@@ -431,27 +439,9 @@ def build_lightglean_from_bank(
     """A LightGLEAN around a copy of ``bank``'s blocks from ``in_size`` up and its mapping
     network (TPAMI Sec. 4); ``out_size`` and the bank's widths come from the bank."""
     from ..config import LightGLEANConfig
-    from ..models.light_glean import LightGLEAN
 
-    generator = bank.generator if isinstance(bank, LoadedBank) else bank
-    c = generator.config
-    if c.img_channels != 3:
-        raise ConfigError(
-            f"LightGLEAN needs a bank with 3 image channels, this one has {c.img_channels}"
-        )
-    config = LightGLEANConfig(
-        in_size=in_size,
-        out_size=c.resolution,
-        rrdb_channels=rrdb_channels,
-        num_rrdbs=num_rrdbs,
-        style_channels=c.style_channels,
-        num_mlps=c.num_mlps,
-        channel_multiplier=c.channel_multiplier,
-        blur_kernel=c.blur_kernel,
-        lr_mlp=c.lr_mlp,
-    )
-    with torch.device(next(generator.parameters()).device):
-        return LightGLEAN(config, bank=generator)
+    fields = {"in_size": in_size, "rrdb_channels": rrdb_channels, "num_rrdbs": num_rrdbs}
+    return _restorer_from_bank(bank, LightGLEANConfig, "lightglean", **fields)
 
 
 __all__ = [
