@@ -17,8 +17,14 @@ import time
 from pathlib import Path
 
 from ..errors import GleanError
-from ..inference import PRECISION_NAMES
-from .upscale import OUTPUT_EXTENSIONS, Reporter, _positive_int, collect_inputs, plan_outputs
+from .upscale import (
+    OUTPUT_EXTENSIONS,
+    Reporter,
+    _positive_int,
+    add_device_options,
+    collect_inputs,
+    plan_outputs,
+)
 
 FACE_RESIZES = ("auto", "area", "bicubic")  # glean_sr.inference.faces.restorer, without torch
 ALIGNMENTS = ("ffhq", "template")
@@ -107,13 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="smallest face side to look for, in pixels (default 40; 20 finds smaller faces, "
         "takes longer and takes more badges and patterns for faces)",
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--precision", choices=PRECISION_NAMES, default="fp32", help="fp32 (default), bf16, fp16"
-    )
-    p.add_argument(
-        "--batch-size", type=_positive_int, default=4, help="faces per forward pass (default 4)"
-    )
+    add_device_options(p, batch_size=4, unit="faces")
     p.add_argument("--suffix", default="_faces", help="added to each output name (_faces)")
     p.add_argument(
         "--ext", default="png", type=str.lower, choices=OUTPUT_EXTENSIONS, help="output format"

@@ -33,6 +33,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def add_device_options(p: argparse.ArgumentParser, *, batch_size: int, unit: str) -> None:
+    """``--device``, ``--precision`` and ``--batch-size``, shared by the restoring commands."""
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default="fp32",
+        help="fp32 (default), bf16 (fast on GPUs and recent CPUs) or fp16 (fast on GPUs)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"{unit} per forward pass (default {batch_size})",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "upscale",
@@ -48,16 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_DIR", help="folder for the restored images"
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--precision",
-        choices=PRECISION_NAMES,
-        default="fp32",
-        help="fp32 (default), bf16 (CPU or GPU) or fp16 (GPU)",
-    )
-    p.add_argument(
-        "--batch-size", type=_positive_int, default=1, help="images per forward pass (default 1)"
-    )
+    add_device_options(p, batch_size=1, unit="images")
     p.add_argument(
         "--compile",
         action="store_true",
