@@ -9,7 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .ops import fast_paths_enabled, pixel_shuffle_cat, release_free_memory, shuffle_cat_head
+from .ops import (
+    RowFunction,
+    fast_paths_enabled,
+    pixel_shuffle_cat,
+    release_free_memory,
+    shuffle_cat_head,
+)
 from .stylegan2 import StyleGAN2Generator
 
 
@@ -73,20 +79,28 @@ class BankRestorer(nn.Module):
             return torch.cat([self(lq[i : i + 1]) for i in range(lq.shape[0])])
         return None
 
+    def band_last_block(self, lq: Tensor) -> bool:
+        """Whether the bank's largest block is handed to the decoder as row bands
+        (:meth:`StyleGAN2Generator.block_rows`) rather than computed whole: in inference, one
+        image at a time, when the output is taller than one band."""
+        return lq.shape[0] == 1 and self.out_size > 128 and fast_paths_enabled(lq)
+
     def to_internal_format(self, lq: Tensor) -> Tensor:
         """``lq`` in the memory format the network computes in (see ``channels_last``)."""
         if self.channels_last:
             return lq.contiguous(memory_format=torch.channels_last)
         return lq
 
-    def run_decoder(self, hr: Tensor, bank_feats: dict[int, Tensor]) -> Tensor:
+    def run_decoder(self, hr: Tensor, bank_feats: dict[int, Tensor | RowFunction]) -> Tensor:
         """The decoder (CVPR Eq. 4 / ``self.decoder``): at each resolution a pixel-shuffle stage
         whose output is concatenated with the bank feature of the next resolution, then the
         two-convolution head at ``out_size``.
 
         Written for memory: each stage's input is released as soon as its convolution has
         consumed it, shuffle and concatenation share one buffer, and the last stage runs with
-        the head in row bands (``shuffle_cat_head``), so its wide tensors never exist whole.
+        the head in row bands (``shuffle_cat_head``), so its wide tensors never exist whole;
+        the bank's feature at ``out_size`` may come as a row function
+        (:meth:`band_last_block`), computed band by band with the head.
         """
         stages = zip(self.decoder[:-1], self.config.decoder_resolutions[1:], strict=True)
         conv1, act, conv2 = self.decoder[-1]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..config import GLEANConfig
 from .base import BankRestorer
-from .ops import as_format, is_channels_last
+from .ops import RowFunction, as_format, is_channels_last
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -112,11 +112,14 @@ class GLEAN(BankRestorer):
         latents = latents.view(lq.shape[0], self.config.num_latents, self.config.style_channels)
         return latents, feats
 
-    def bank_features(self, latents: Tensor, feats: dict[int, Tensor]) -> dict[int, Tensor]:
+    def bank_features(
+        self, latents: Tensor, feats: dict[int, Tensor], *, band_last: bool = False
+    ) -> dict[int, Tensor | RowFunction]:
         """Run the bank with encoder features fused in; returns its features above ``in_size``.
 
         ``feats`` is consumed: entries below ``in_size`` are removed once fused, so their memory
-        is released as early as possible.
+        is released as early as possible. With ``band_last`` the feature at ``out_size`` is a
+        row function (:meth:`StyleGAN2Generator.block_rows`) for the decoder to call band by band.
         """
         bank = self.generator
         in_size = self.config.in_size
@@ -130,6 +133,9 @@ class GLEAN(BankRestorer):
                 feat = feats[prev] if prev == in_size else feats.pop(prev)
                 x = fusion[prev](torch.cat((x, feat), 1))
                 del feat
+            if band_last and res == bank.config.resolution:
+                out[res] = bank.block_rows(res, x, latents)
+                break
             # the largest block: hand freed memory back first (see release_free_memory)
             last = res == bank.config.resolution and res >= 256
             x = bank.style_block(res, x, latents, release_memory=last)
@@ -144,7 +150,7 @@ class GLEAN(BankRestorer):
         if (sr := self.per_sample(lq)) is not None:
             return sr
         latents, feats = self.encode(self.to_internal_format(lq))
-        bank_feats = self.bank_features(latents, feats)
+        bank_feats = self.bank_features(latents, feats, band_last=self.band_last_block(lq))
         return self.run_decoder(feats.pop(self.config.in_size), bank_feats).contiguous()
 
     def extra_repr(self) -> str:

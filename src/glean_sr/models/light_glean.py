@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ..config import LightGLEANConfig
 from .base import BankRestorer
+from .ops import RowFunction
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -144,10 +145,14 @@ class LightGLEAN(BankRestorer):
         f0 = self.encoder(self.to_internal_format(lq))  # [N, C_in, in, in]
         x = self.bank_input(f0)  # [N, C_in/2, in/2, in/2]
         ws = self.latent_codes(bank.style_mapping, lq.shape[0])  # [N, L, S]
-        feats: dict[int, Tensor] = {}
+        feats: dict[int, Tensor | RowFunction] = {}
+        band_last = self.band_last_block(lq)
         for res in self.config.bank_resolutions:
-            last = res == self.config.out_size and res >= 256  # the largest block
-            x = bank.style_block(res, x, ws, release_memory=last)
+            last = res == self.config.out_size
+            if last and band_last:  # computed band by band with the decoder's head
+                feats[res] = bank.block_rows(res, x, ws)
+                break
+            x = bank.style_block(res, x, ws, release_memory=last and res >= 256)
             if res > self.config.in_size:
                 feats[res] = x
         del x

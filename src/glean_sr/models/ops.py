@@ -8,7 +8,7 @@ and, where it pays, a faster equivalent used by the networks. Tests compare the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -141,9 +141,18 @@ def keep_format(y: Tensor, x: Tensor) -> Tensor:
 
 
 def as_format(y: Tensor, channels_last: bool) -> Tensor:
-    """``y`` channels-last if asked and not already (a copy only when needed)."""
+    """``y`` channels-last if asked and not already (a copy only when needed).
+
+    A single-sample channels-last tensor can carry any stride on its batch axis (oneDNN passes
+    on its input's, e.g. after a grouped-convolution reshape). PyTorch ignores that stride when
+    asked whether the tensor is channels-last, but ``torch.cat`` and the element-wise ops pick
+    their output layout from all strides and fall back to NCHW, after which every later
+    convolution runs on the slow layout; so the batch stride is made canonical (a view, no copy).
+    """
     if channels_last and not is_channels_last(y):
         return y.contiguous(memory_format=torch.channels_last)
+    if channels_last and y.shape[0] == 1 and y.stride(0) != y[0].numel():
+        return y.as_strided(y.shape, (y[0].numel(), *y.stride()[1:]), y.storage_offset())
     return y
 
 
@@ -170,9 +179,12 @@ def pixel_shuffle_cat(x: Tensor, extra: Tensor | None, scale: int) -> Tensor:
     return out.permute(0, 3, 1, 2)  # [N, C + E, sH, sW], channels-last
 
 
+RowFunction = Callable[[int, int], Tensor]
+
+
 def shuffle_cat_head(
     y: Tensor,
-    extra: Tensor,
+    extra: Tensor | RowFunction,
     scale: int,
     conv1: torch.nn.Conv2d,
     slope: float,
@@ -186,15 +198,22 @@ def shuffle_cat_head(
     concatenated input (256 MB at 1024 x 1024 for GLEAN) nor ``conv1``'s output ever exists
     whole: each band builds the input rows it depends on (two more on each side) and zero-pads
     only at the image border, so every output value is the same sum as untiled.
+
+    ``extra`` may also be a function ``(a, b) -> rows [a, b) of extra`` (inference only, always
+    banded): then ``extra`` never exists whole either; the decoders pass the bank's largest block
+    this way (:meth:`~glean_sr.models.stylegan2.StyleGAN2Generator.block_rows`).
     """
-    n, _, h, w = extra.shape
-    if h <= rows or not fast_paths_enabled(y, extra):
+    n, _, hy, w = y.shape
+    h, w = hy * scale, w * scale
+    rows_of = extra if callable(extra) else None
+    if rows_of is None and (h <= rows or not fast_paths_enabled(y, extra)):
         x = pixel_shuffle_cat(y, extra, scale)
         return conv2(F.leaky_relu(conv1(x), slope))
 
     def input_rows(a: int, b: int) -> Tensor:  # rows [a, b) of cat(pixel_shuffle(y), extra)
         ya, yb = a // scale, -(-b // scale)
-        band = pixel_shuffle_cat(y[:, :, ya:yb], extra[:, :, ya * scale : yb * scale], scale)
+        e = rows_of(ya * scale, yb * scale) if rows_of else extra[:, :, ya * scale : yb * scale]
+        band = pixel_shuffle_cat(y[:, :, ya:yb], e, scale)
         return band[:, :, a - ya * scale : b - ya * scale]
 
     out = torch.empty(
@@ -204,13 +223,13 @@ def shuffle_cat_head(
         bottom = min(top + rows, h)
         a, b = max(top - 1, 0), min(bottom + 1, h)  # the conv1 rows conv2 needs
         x = input_rows(max(a - 1, 0), min(b + 1, h))
-        z = _conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
-        z = _conv_rows(F.leaky_relu_(z, slope), a, top, bottom, h, conv2.weight, conv2.bias)
+        z = conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
+        z = conv_rows(F.leaky_relu_(z, slope), a, top, bottom, h, conv2.weight, conv2.bias)
         out[:, :, top:bottom] = z
     return out
 
 
-def _conv_rows(
+def conv_rows(
     x: Tensor,
     start: int,
     lo: int,
@@ -286,18 +305,35 @@ def conv_transpose_blur(
     if 2 * h <= rows or not fast_paths_enabled(x, weight):
         z = F.conv_transpose2d(x, weight, stride=2, groups=groups)
         return blur2d(z, kernel, (1, 1, 1, 1), bias)
-    c_out = weight.shape[1] * groups
-    taps = kernel.flip(0, 1).to(x.dtype)[None, None].expand(c_out, 1, *kernel.shape)
-    if is_channels_last(x):
-        taps = taps.contiguous(memory_format=torch.channels_last)
+    taps = fir_taps(kernel, weight.shape[1] * groups, x)
     b = None if bias is None else bias.to(x.dtype)
-    out = torch.empty(n, c_out, 2 * h, 2 * w, dtype=x.dtype, device=x.device,
+    out = torch.empty(n, taps.shape[0], 2 * h, 2 * w, dtype=x.dtype, device=x.device,
                       memory_format=_format_of(x))  # fmt: skip
     rows -= rows % 2
     for i0 in range(0, 2 * h, rows):
         i1 = min(i0 + rows, 2 * h)
-        m_lo, m_hi = max(i0 // 2 - 1, 0), min(i1 // 2, h - 1)
-        # rows [2 * m_lo, 2 * m_hi + 3) of the transposed convolution, complete where needed
-        z = F.conv_transpose2d(x[:, :, m_lo : m_hi + 1], weight, stride=2, groups=groups)
-        out[:, :, i0:i1] = _conv_rows(z, 2 * m_lo, i0, i1, 2 * h, taps, b, groups=c_out)
+        out[:, :, i0:i1] = conv_transpose_blur_rows(x, weight, taps, b, groups, i0, i1)
     return out
+
+
+def fir_taps(kernel: Tensor, channels: int, like: Tensor) -> Tensor:
+    """``kernel [k, k]`` as the weight of a depthwise convolution over ``channels`` channels
+    (flipped: upfirdn2d convolves), in ``like``'s dtype and memory format."""
+    taps = kernel.flip(0, 1).to(like.dtype)[None, None].expand(channels, 1, *kernel.shape)
+    return taps.contiguous(memory_format=_format_of(like))
+
+
+def conv_transpose_blur_rows(
+    x: Tensor, weight: Tensor, taps: Tensor, bias: Tensor | None, groups: int, i0: int, i1: int
+) -> Tensor:
+    """Rows ``[i0, i1)`` of ``conv_transpose_blur(x, weight, kernel, bias, groups)``, reading only
+    the input rows they depend on; ``taps`` is the filter as :func:`fir_taps` makes it.
+
+    Output row ``i`` sums rows ``i - 1 .. i + 2`` of the transposed convolution ``z``, whose row
+    ``r`` gathers input rows ``ceil((r - 2) / 2) .. floor(r / 2)``: so input rows
+    ``[(i0 - 2) // 2, (i1 + 1) // 2]`` make every needed row of ``z`` complete.
+    """
+    h = x.shape[2]
+    m_lo, m_hi = max((i0 - 2) // 2, 0), min((i1 + 1) // 2, h - 1)
+    z = F.conv_transpose2d(x[:, :, m_lo : m_hi + 1], weight, stride=2, groups=groups)
+    return conv_rows(z, 2 * m_lo, i0, i1, 2 * h, taps, bias, groups=taps.shape[0])

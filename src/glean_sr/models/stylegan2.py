@@ -27,10 +27,14 @@ from ..config import StyleGAN2Config
 from .ops import (
     LRELU_GAIN,
     LRELU_SLOPE,
+    RowFunction,
     bias_lrelu,
     blur2d,
+    conv_rows,
     conv_transpose_blur,
+    conv_transpose_blur_rows,
     fast_paths_enabled,
+    fir_taps,
     is_channels_last,
     keep_format,
     make_fir_kernel,
@@ -194,14 +198,7 @@ class ModulatedConv2d(nn.Module):
         they cost no extra pass over the output.
         """
         n, c, h, wd = x.shape
-        styles = self.style_modulation(w)  # [N, in]
-        weight = self.weight_orig[0] * self.scale  # [out, in, k, k]
-        # per-sample, per-output-channel factor: demodulation (Eq. 3) times the folded gain
-        if self.demodulate:
-            wsq = weight.square().sum(dim=(2, 3))  # [out, in]
-            factor = torch.rsqrt(styles.square() @ wsq.t() + self.eps) * gain  # [N, out]
-        else:
-            factor = torch.full((n, self.out_channels), gain, device=x.device, dtype=x.dtype)
+        weight, styles, factor = self._modulation(w, gain)
         out_hw = (2 * h) * (2 * wd) if self.upsample else h * wd
         weight_cost = n * self.out_channels * c * self.kernel_size**2
         act_cost = n * (c * h * wd + self.out_channels * out_hw)
@@ -211,21 +208,52 @@ class ModulatedConv2d(nn.Module):
             y = self._forward_activation_modulated(x, weight, styles, factor, bias)
         return keep_format(y, x)
 
+    def _modulation(self, w: Tensor, gain: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``(weight [out, in, k, k], styles [N, in], factor [N, out])``: the equalized-lr
+        weight, the input-channel styles and the per-sample, per-output-channel factor
+        (demodulation, Eq. 3, times the folded ``gain``)."""
+        styles = self.style_modulation(w)  # [N, in]
+        weight = self.weight_orig[0] * self.scale  # [out, in, k, k]
+        if self.demodulate:
+            wsq = weight.square().sum(dim=(2, 3))  # [out, in]
+            factor = torch.rsqrt(styles.square() @ wsq.t() + self.eps) * gain  # [N, out]
+        else:
+            factor = torch.full_like(styles[:, :1], gain).expand(-1, self.out_channels)
+        return weight, styles, factor
+
+    def grouped_weight(
+        self, w: Tensor, like: Tensor, *, gain: float = 1.0, bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The per-sample modulated weights as one grouped convolution (``groups = N``) takes
+        them: ``[N * out, in, k, k]``, or ``[N * in, out, k, k]`` for the transposed
+        up-sampling convolution, and the bias ``[N * out]``; in ``like``'s dtype and memory
+        format. ``w: [N, style_channels]``; ``gain`` and ``bias`` as in :meth:`forward`."""
+        weight, styles, factor = self._modulation(w, gain)
+        return self._grouped_weight(weight, styles, factor, bias, like)
+
+    def _grouped_weight(
+        self, weight: Tensor, styles: Tensor, factor: Tensor, bias: Tensor | None, like: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        n, c, k = styles.shape[0], self.in_channels, self.kernel_size
+        w = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
+        w = w.to(like.dtype)  # [N, out, in, k, k]
+        if self.upsample:
+            w = w.transpose(1, 2).reshape(n * c, self.out_channels, k, k)  # [N*in, out, k, k]
+        else:
+            w = w.reshape(n * self.out_channels, c, k, k)
+        b = None if bias is None else bias.to(like.dtype).repeat(n)  # [N*out]
+        return _match_format(w, like), b
+
     def _forward_weight_modulated(
         self, x: Tensor, weight: Tensor, styles: Tensor, factor: Tensor, bias: Tensor | None
     ) -> Tensor:
         n, c, h, wd = x.shape
-        k = self.kernel_size
-        w = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
-        w = w.to(x.dtype)  # [N, out, in, k, k]
         x = x.reshape(1, n * c, h, wd)  # [1, N*in, H, W]
-        b = None if bias is None else bias.to(x.dtype).repeat(n)  # [N*out]
+        w, b = self._grouped_weight(weight, styles, factor, bias, x)
         if self.upsample:
-            w = w.transpose(1, 2).reshape(n * c, self.out_channels, k, k)  # [N*in, out, k, k]
-            x = conv_transpose_blur(x, _match_format(w, x), self.blur.kernel, b, groups=n)
-            return x.reshape(n, self.out_channels, *x.shape[-2:])
-        w = w.reshape(n * self.out_channels, c, k, k)
-        x = F.conv2d(x, _match_format(w, x), b, padding=k // 2, groups=n)
+            x = conv_transpose_blur(x, w, self.blur.kernel, b, groups=n)
+        else:
+            x = F.conv2d(x, w, b, padding=self.kernel_size // 2, groups=n)
         return x.reshape(n, self.out_channels, *x.shape[-2:])
 
     def _forward_activation_modulated(
@@ -516,6 +544,46 @@ class StyleGAN2Generator(nn.Module):
         if release_memory:
             release_free_memory(x)
         return conv(x, ws[:, layer + 1], self.noise(layer + 1, x, noise_mode))
+
+    def block_rows(
+        self, res: int, x: Tensor, ws: Tensor, noise_mode: NoiseMode = "const"
+    ) -> RowFunction:
+        """:meth:`style_block` as a function ``(a, b) -> rows [a, b)`` of its output, computed
+        from the rows of ``x`` they depend on (inference only).
+
+        The decoders consume the bank's largest block this way, in row bands, so that neither
+        of its two full-size activations (2 x 134 MB at 1024 px for GLEAN) ever exists whole.
+        The modulated weights are made once, here; each call recomputes one row above and below
+        its band of the up-sampling layer, which the second layer's 3x3 window needs.
+        """
+        up, conv, _ = self.block(res)
+        layer = self.first_layer(res)
+        n, _, h, w = x.shape
+        x = x.reshape(1, -1, h, w)  # [1, N * C, h, w]: one grouped convolution per layer
+        gain = LRELU_GAIN
+        w_up, b_up = up.conv.grouped_weight(
+            ws[:, layer], x, gain=gain, bias=up.activate.bias * gain
+        )
+        w_cv, b_cv = conv.conv.grouped_weight(
+            ws[:, layer + 1], x, gain=gain, bias=conv.activate.bias * gain
+        )
+        taps = fir_taps(up.conv.blur.kernel, w_up.shape[1] * n, x)
+        noise_up = self.noise(layer, x, noise_mode)
+        noise_cv = self.noise(layer + 1, x, noise_mode)
+
+        def activate(layer: ModulatedStyleConv, t: Tensor, noise: Tensor | None, a: int) -> Tensor:
+            t = t.reshape(n, -1, *t.shape[2:])
+            if noise is not None:
+                t = layer.noise_injector(t, noise[:, :, a : a + t.shape[2]], gain)
+            return F.leaky_relu_(t, LRELU_SLOPE)
+
+        def rows(a: int, b: int) -> Tensor:
+            a1, b1 = max(a - 1, 0), min(b + 1, res)
+            u = conv_transpose_blur_rows(x, w_up, taps, b_up, n, a1, b1)
+            u = activate(up, u, noise_up, a1).reshape(1, -1, b1 - a1, res)
+            return activate(conv, conv_rows(u, a1, a, b, res, w_cv, b_cv, groups=n), noise_cv, a)
+
+        return rows
 
     def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const") -> Tensor:
         """``ws: [N, L, S]`` (w+ latents) -> image ``[N, img_channels, R, R]`` in about [-1, 1]."""
