@@ -235,13 +235,19 @@ class ModulatedConv2d(nn.Module):
         self, weight: Tensor, styles: Tensor, factor: Tensor, bias: Tensor | None, like: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         n, c, k = styles.shape[0], self.in_channels, self.kernel_size
+        b = None if bias is None else bias.to(like.dtype).repeat(n)  # [N*out]
+        if is_channels_last(like) and not self.upsample:
+            # one pass straight into the channels-last layout oneDNN wants: [N, out, k, k, in]
+            per_pair = styles[:, None, :] * factor[:, :, None]  # [N, out, in]
+            w = torch.empty(n, self.out_channels, k, k, c, dtype=like.dtype, device=like.device)
+            torch.mul(weight.permute(0, 2, 3, 1)[None], per_pair[:, :, None, None, :], out=w)
+            return w.permute(0, 1, 4, 2, 3).reshape(n * self.out_channels, c, k, k), b
         w = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
         w = w.to(like.dtype)  # [N, out, in, k, k]
         if self.upsample:
             w = w.transpose(1, 2).reshape(n * c, self.out_channels, k, k)  # [N*in, out, k, k]
         else:
             w = w.reshape(n * self.out_channels, c, k, k)
-        b = None if bias is None else bias.to(like.dtype).repeat(n)  # [N*out]
         return _match_format(w, like), b
 
     def _forward_weight_modulated(
