@@ -109,7 +109,9 @@ def run_one(
     run = torch.compile(model) if compile else model  # the warm-up runs compile
     lq = torch.rand(batch, 3, model.in_size, model.in_size, device=device) * 2 - 1
     dtype = _dtype(precision)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+    # as the Upscaler runs it: no cast cache (see glean_sr.inference.upscaler)
+    enabled = precision != "fp32"
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=enabled, cache_enabled=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
