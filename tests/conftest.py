@@ -25,6 +25,16 @@ TINY = GLEANConfig(
 )
 
 
+def set_noise_strengths(model: torch.nn.Module, value: float) -> torch.nn.Module:
+    """Set every StyleGAN2 noise strength of ``model`` to ``value``: they are zero at init, so
+    freshly built banks would never exercise their noise inputs. Returns ``model``."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("noise_injector.weight"):
+                p.fill_(value)
+    return model
+
+
 def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout=600):
     """Run ``glean-sr ARGS`` in a fresh interpreter; returns the CompletedProcess (text)."""
     full_env = dict(os.environ)
@@ -54,13 +64,7 @@ def tiny_model():
     from glean_sr.models import GLEAN
 
     torch.manual_seed(0)
-    model = GLEAN(TINY).eval()
-    # deterministic, non-trivial bank values (noise strengths are zero at init)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("noise_injector.weight"):
-                p.fill_(0.1)
-    return model
+    return set_noise_strengths(GLEAN(TINY).eval(), 0.1)
 
 
 @pytest.fixture(scope="session")

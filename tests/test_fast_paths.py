@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import set_noise_strengths
 from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
 from glean_sr.models.ops import (
     blur2d,
@@ -139,15 +140,6 @@ def test_inference_benchmark_writes_its_rows(tmp_path):
     assert row["gflops"] == pytest.approx(2 * count_macs(model)["macs"] / 1e9)
 
 
-def _with_noise(model: nn.Module) -> nn.Module:
-    """Freshly built models have zero noise strengths; make the noise inputs count."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("noise_injector.weight"):
-                p.fill_(0.5)
-    return model
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("noise_mode", ["const", "none"])
@@ -157,8 +149,8 @@ def test_block_rows_equal_the_whole_block(fmt, batch, noise_mode):
     from glean_sr.models.stylegan2 import StyleGAN2Generator
 
     torch.manual_seed(0)
-    bank = _with_noise(StyleGAN2Generator(StyleGAN2Config(32, style_channels=16, num_mlps=1)))
-    bank.eval()
+    bank = StyleGAN2Generator(StyleGAN2Config(32, style_channels=16, num_mlps=1)).eval()
+    set_noise_strengths(bank, 0.5)
     x = torch.randn(batch, 512, 16, 16).contiguous(memory_format=fmt)
     ws = torch.randn(batch, bank.config.num_latents, 16)
     with torch.no_grad():
@@ -180,7 +172,7 @@ def test_banded_last_block_model_equals_plain_ops(kind):
     cfg = cls(in_size=16, out_size=256, rrdb_channels=16, num_rrdbs=1, style_channels=16,
               num_mlps=1, channel_multiplier=1)  # fmt: skip
     torch.manual_seed(0)
-    model = _with_noise(build_model(cfg)).eval()
+    model = set_noise_strengths(build_model(cfg), 0.5).eval()
     lq = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert model.band_last_block(lq)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, set_noise_strengths
 from glean_sr import PRESETS, load_model
 from glean_sr.analysis import complexity
 from glean_sr.config import LightGLEANConfig, StyleGAN2Config
@@ -32,12 +32,7 @@ TINY_LIGHT = LightGLEANConfig(
 @pytest.fixture(scope="module")
 def tiny_light():
     torch.manual_seed(0)
-    model = LightGLEAN(TINY_LIGHT).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("noise_injector.weight"):
-                p.fill_(0.1)
-    return model
+    return set_noise_strengths(LightGLEAN(TINY_LIGHT).eval(), 0.1)
 
 
 def test_table_1_sizes_and_flops():

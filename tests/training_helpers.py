@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from conftest import set_noise_strengths
 from glean_sr.config import (
     GLEANConfig,
     StyleGAN2Config,
@@ -61,11 +62,7 @@ def write_bank_file(
     """A StyleGAN2 file as OpenMMLab's converted official weights are laid out:
     ``{"state_dict": {"generator_ema.*", "discriminator.*"}}``. Returns the bank's state_dict."""
     torch.manual_seed(seed)
-    bank = StyleGAN2Generator(config)
-    with torch.no_grad():  # a bank whose noise path is live, as in trained files
-        for name, p in bank.named_parameters():
-            if name.endswith("noise_injector.weight"):
-                p.fill_(0.1)
+    bank = set_noise_strengths(StyleGAN2Generator(config), 0.1)  # live noise, as trained files
     disc = StyleGAN2Discriminator(StyleGAN2DiscriminatorConfig(resolution=config.resolution))
     sd = {f"generator_ema.{k}": v for k, v in bank.state_dict().items()}
     sd.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
