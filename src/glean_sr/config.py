@@ -135,7 +135,7 @@ class StyleGAN2DiscriminatorConfig:
         return [2**k for k in range(int(math.log2(self.resolution)), 2, -1)]
 
 
-def _check_restorer(config: Any, min_size: int) -> None:
+def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
     """The checks every bank-based restorer config shares (sizes, RRDB encoder, its bank)."""
     object.__setattr__(config, "blur_kernel", tuple(config.blur_kernel))
     for name in ("in_size", "out_size"):
@@ -152,14 +152,10 @@ def _check_restorer(config: Any, min_size: int) -> None:
 
 
 @dataclass(frozen=True)
-class GLEANConfig:
-    """GLEAN with a StyleGAN2 latent bank (CVPR 2021, Sec. 3; mmagic ``GLEANStyleGANv2``).
-
-    The fields and defaults are exactly the reference constructor's. ``in_size`` and ``out_size``
-    are powers of two with ``4 <= in_size < out_size <= 1024``.
-    """
-
-    model_type: ClassVar[str] = "glean"
+class _RestorerConfig:
+    """The fields and derived sizes every bank-based restorer config shares: GLEAN's
+    constructor fields (the sizes, the RRDB encoder, the bank) and the bank, decoder and latent
+    sizes that follow from them."""
 
     in_size: int
     out_size: int
@@ -171,9 +167,6 @@ class GLEANConfig:
     channel_multiplier: int = 2
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
     lr_mlp: float = 0.01
-
-    def __post_init__(self) -> None:
-        _check_restorer(self, min_size=4)
 
     @property
     def bank(self) -> StyleGAN2Config:
@@ -195,16 +188,6 @@ class GLEANConfig:
         return stylegan2_channels(self.channel_multiplier)
 
     @property
-    def encoder_resolutions(self) -> list[int]:
-        """Resolutions the encoder produces features at, fine to coarse: in_size, ..., 4."""
-        return [2**k for k in range(int(math.log2(self.in_size)), 1, -1)]
-
-    @property
-    def fusion_resolutions(self) -> list[int]:
-        """Resolutions where encoder features are fused into the bank, coarse to fine."""
-        return self.encoder_resolutions[::-1]
-
-    @property
     def decoder_resolutions(self) -> list[int]:
         """Resolutions the decoder works at: in_size, 2 * in_size, ..., out_size."""
         return [
@@ -217,7 +200,31 @@ class GLEANConfig:
 
 
 @dataclass(frozen=True)
-class LightGLEANConfig:
+class GLEANConfig(_RestorerConfig):
+    """GLEAN with a StyleGAN2 latent bank (CVPR 2021, Sec. 3; mmagic ``GLEANStyleGANv2``).
+
+    The fields and defaults are exactly the reference constructor's. ``in_size`` and ``out_size``
+    are powers of two with ``4 <= in_size < out_size <= 1024``.
+    """
+
+    model_type: ClassVar[str] = "glean"
+
+    def __post_init__(self) -> None:
+        _check_restorer(self, min_size=4)
+
+    @property
+    def encoder_resolutions(self) -> list[int]:
+        """Resolutions the encoder produces features at, fine to coarse: in_size, ..., 4."""
+        return [2**k for k in range(int(math.log2(self.in_size)), 1, -1)]
+
+    @property
+    def fusion_resolutions(self) -> list[int]:
+        """Resolutions where encoder features are fused into the bank, coarse to fine."""
+        return self.encoder_resolutions[::-1]
+
+
+@dataclass(frozen=True)
+class LightGLEANConfig(_RestorerConfig):
     """LightGLEAN (TPAMI 2023, Sec. 4): the RRDB encoder E0 only, a bank that starts at the
     input resolution, learnable latent codes shared by all inputs, and a narrow decoder.
 
@@ -229,16 +236,6 @@ class LightGLEANConfig:
 
     model_type: ClassVar[str] = "lightglean"
 
-    in_size: int
-    out_size: int
-    img_channels: int = 3
-    rrdb_channels: int = 64
-    num_rrdbs: int = 23
-    style_channels: int = 512
-    num_mlps: int = 8
-    channel_multiplier: int = 2
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    lr_mlp: float = 0.01
     decoder_reduction: int = 4
     head_channels: int = 8
 
@@ -249,12 +246,6 @@ class LightGLEANConfig:
             raise ConfigError(
                 f"decoder_reduction must be a power of two, got {self.decoder_reduction!r}"
             )
-
-    bank = GLEANConfig.bank
-    scale = GLEANConfig.scale
-    channels = GLEANConfig.channels
-    decoder_resolutions = GLEANConfig.decoder_resolutions
-    num_latents = GLEANConfig.num_latents
 
     @property
     def bank_resolutions(self) -> list[int]:
