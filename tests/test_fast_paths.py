@@ -15,11 +15,13 @@ from conftest import set_noise_strengths
 from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
 from glean_sr.models.ops import (
     blur2d,
+    conv_of_rows,
     conv_transpose_blur,
     is_channels_last,
     make_fir_kernel,
     pixel_shuffle_cat,
     shuffle_cat_head,
+    shuffle_cat_rows,
     upfirdn2d,
 )
 from glean_sr.models.registry import build_model
@@ -69,6 +71,29 @@ def test_banded_last_stage_equals_the_definition(fmt, rows):
             ref = conv2(F.leaky_relu(conv1(x), 0.2))
             got = shuffle_cat_head(y, extra, 2, conv1, 0.2, conv2, rows=rows)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [1, 2, 3, 6, 1000])
+def test_streamed_last_two_stages_equal_the_definition(fmt, rows):
+    """The decoder's last two stages with every input a row function, as GLEAN runs them when
+    the bank's largest block is banded: stage one (shuffle + concat + conv) and the head."""
+    torch.manual_seed(0)
+    up = nn.Conv2d(6, 16, 3, 1, 1)  # the stage before the last: 6 = 4 shuffled + 2 extra
+    conv1, conv2 = nn.Conv2d(7, 5, 3, 1, 1), nn.Conv2d(5, 3, 3, 1, 1)
+    for h in (2, 5, 8):
+        u = torch.randn(1, 16, h, 4).contiguous(memory_format=fmt)
+        extra1 = torch.randn(1, 2, 2 * h, 8).contiguous(memory_format=fmt)
+        extra2 = torch.randn(1, 3, 4 * h, 16).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            y = up(torch.cat((F.pixel_shuffle(u, 2), extra1), 1))
+            ref = conv2(F.leaky_relu(conv1(torch.cat((F.pixel_shuffle(y, 2), extra2), 1)), 0.2))
+            y_rows = conv_of_rows(shuffle_cat_rows(u, extra1, 2), 2 * h, up)
+            torch.testing.assert_close(y_rows(0, 2 * h), y, rtol=1e-5, atol=1e-6)
+            extra_rows = lambda a, b, e=extra2: e[:, :, a:b]  # noqa: E731
+            got = shuffle_cat_head(y_rows, extra_rows, 2, conv1, 0.2, conv2, rows, 4 * h)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        assert is_channels_last(got) == (fmt == torch.channels_last)
 
 
 def test_blur_with_bias_and_asymmetric_padding():

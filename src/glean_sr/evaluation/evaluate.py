@@ -257,8 +257,11 @@ def _model_name(source: Any, taken: set[str]) -> str:
 
 
 def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
+    from ..models.heap import reuse_freed_memory
     from ..weights.pretrained import load_model
 
+    if device.type == "cpu":
+        reuse_freed_memory()  # as the Upscaler runs models
     if not sources:
         raise ConfigError("give at least one model to evaluate (-m MODEL)")
     taken: set[str] = set()

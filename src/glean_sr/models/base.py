@@ -9,12 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .heap import release_free_memory
 from .ops import (
     RowFunction,
+    conv_of_rows,
     fast_paths_enabled,
     pixel_shuffle_cat,
-    release_free_memory,
     shuffle_cat_head,
+    shuffle_cat_rows,
 )
 from .stylegan2 import StyleGAN2Generator
 
@@ -98,20 +100,37 @@ class BankRestorer(nn.Module):
 
         Written for memory: each stage's input is released as soon as its convolution has
         consumed it, shuffle and concatenation share one buffer, and the last stage runs with
-        the head in row bands (``shuffle_cat_head``), so its wide tensors never exist whole;
-        the bank's feature at ``out_size`` may come as a row function
-        (:meth:`band_last_block`), computed band by band with the head.
+        the head in row bands (``shuffle_cat_head``), so its wide tensors never exist whole.
+        When the bank's feature at ``out_size`` comes as a row function
+        (:meth:`band_last_block`), the stage before the last joins the bands too: its
+        concatenated input and its convolution's output (2 x 134 MB at 512 px for GLEAN) are
+        made band by band (:func:`~glean_sr.models.ops.shuffle_cat_rows`,
+        :func:`~glean_sr.models.ops.conv_of_rows`), one row of overlap recomputed per side.
         """
-        stages = zip(self.decoder[:-1], self.config.decoder_resolutions[1:], strict=True)
+        out_size = self.config.out_size
+        resolutions = self.config.decoder_resolutions
+        stream = callable(bank_feats.get(out_size)) and len(resolutions) > 2
+        penultimate = resolutions[-2]
+        stages = zip(self.decoder[:-1], resolutions[1:], strict=True)
         conv1, act, conv2 = self.decoder[-1]
+        hr_rows: RowFunction | None = None  # the streamed stage's input
         for block, res in stages:
-            if res == self.config.out_size:
-                release_free_memory(hr)  # before the full-resolution stage
-            hr = block.upsample_conv(hr)
-            if res == self.config.out_size:  # the last stage runs fused with the head
+            if res == (penultimate if stream else out_size):
+                release_free_memory(hr)  # before the stages with the largest activations
+            if res == out_size:  # the last stage runs fused with the head
+                y: Tensor | RowFunction
+                if hr_rows is not None:
+                    y = conv_of_rows(hr_rows, res // block.scale, block.upsample_conv)
+                else:
+                    y = block.upsample_conv(hr)
                 extra = bank_feats.pop(res)
-                return shuffle_cat_head(hr, extra, block.scale, conv1, act.negative_slope, conv2)
-            hr = pixel_shuffle_cat(hr, bank_feats.pop(res), block.scale)  # [N, C + C_res, ...]
+                slope = act.negative_slope
+                return shuffle_cat_head(y, extra, block.scale, conv1, slope, conv2, height=res)
+            hr = block.upsample_conv(hr)
+            if stream and res == penultimate:
+                hr_rows = shuffle_cat_rows(hr, bank_feats.pop(res), block.scale)
+            else:
+                hr = pixel_shuffle_cat(hr, bank_feats.pop(res), block.scale)  # [N, C + C_res, ..]
         raise AssertionError("the decoder ends with a pixel-shuffle stage at out_size")
 
     def parts(self) -> dict[str, list[nn.Module]]:

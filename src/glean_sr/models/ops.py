@@ -182,14 +182,50 @@ def pixel_shuffle_cat(x: Tensor, extra: Tensor | None, scale: int) -> Tensor:
 RowFunction = Callable[[int, int], Tensor]
 
 
+def shuffle_cat_rows(
+    y: Tensor | RowFunction, extra: Tensor | RowFunction, scale: int
+) -> RowFunction:
+    """Rows ``[a, b)`` of ``cat(pixel_shuffle(y, scale), extra)``, as a function ``(a, b) ->
+    [N, C + E, b - a, W]``; ``y`` and ``extra`` may themselves be tensors or row functions.
+
+    Each call reads only the rows of ``y`` (and ``extra``) the wanted rows come from.
+    """
+
+    def rows(a: int, b: int) -> Tensor:
+        ya, yb = a // scale, -(-b // scale)
+        y_band = y(ya, yb) if callable(y) else y[:, :, ya:yb]
+        e = (
+            extra(ya * scale, yb * scale)
+            if callable(extra)
+            else extra[:, :, ya * scale : yb * scale]
+        )
+        band = pixel_shuffle_cat(y_band, e, scale)
+        return band[:, :, a - ya * scale : b - ya * scale]
+
+    return rows
+
+
+def conv_of_rows(x: RowFunction, height: int, conv: torch.nn.Conv2d) -> RowFunction:
+    """Rows ``[a, b)`` of ``conv(X)`` for a 3x3, padding-1 ``conv`` and an image ``X`` of
+    ``height`` rows given by the row function ``x``; each call reads one row more on each side
+    (clipped at the border, where the convolution's padding is applied)."""
+
+    def rows(a: int, b: int) -> Tensor:
+        lo = max(a - 1, 0)
+        return conv_rows(x(lo, min(b + 1, height)), lo, a, b, height, conv.weight, conv.bias)
+
+    return rows
+
+
 def shuffle_cat_head(
-    y: Tensor,
+    y: Tensor | RowFunction,
     extra: Tensor | RowFunction,
     scale: int,
     conv1: torch.nn.Conv2d,
     slope: float,
     conv2: torch.nn.Conv2d,
     rows: int = 128,
+    height: int | None = None,
 ) -> Tensor:
     """``conv2(leaky_relu(conv1(cat(pixel_shuffle(y, scale), extra)), slope))`` for two 3x3,
     padding-1 convolutions: the decoders' last stage, computed in bands of ``rows`` output rows.
@@ -199,33 +235,36 @@ def shuffle_cat_head(
     whole: each band builds the input rows it depends on (two more on each side) and zero-pads
     only at the image border, so every output value is the same sum as untiled.
 
-    ``extra`` may also be a function ``(a, b) -> rows [a, b) of extra`` (inference only, always
-    banded): then ``extra`` never exists whole either; the decoders pass the bank's largest block
-    this way (:meth:`~glean_sr.models.stylegan2.StyleGAN2Generator.block_rows`).
+    ``y`` and ``extra`` may also be row functions ``(a, b) -> rows [a, b)`` (inference only,
+    always banded; then ``height``, the output's height, is required): they never exist whole
+    either. The decoders pass the bank's largest block this way
+    (:meth:`~glean_sr.models.stylegan2.StyleGAN2Generator.block_rows`), and the stage before
+    the last as :func:`conv_of_rows` of :func:`shuffle_cat_rows`.
     """
-    n, _, hy, w = y.shape
-    h, w = hy * scale, w * scale
-    rows_of = extra if callable(extra) else None
-    if rows_of is None and (h <= rows or not fast_paths_enabled(y, extra)):
-        x = pixel_shuffle_cat(y, extra, scale)
-        return conv2(F.leaky_relu(conv1(x), slope))
-
-    def input_rows(a: int, b: int) -> Tensor:  # rows [a, b) of cat(pixel_shuffle(y), extra)
-        ya, yb = a // scale, -(-b // scale)
-        e = rows_of(ya * scale, yb * scale) if rows_of else extra[:, :, ya * scale : yb * scale]
-        band = pixel_shuffle_cat(y[:, :, ya:yb], e, scale)
-        return band[:, :, a - ya * scale : b - ya * scale]
-
-    out = torch.empty(
-        n, conv2.out_channels, h, w, dtype=y.dtype, device=y.device, memory_format=_format_of(y)
-    )
+    if callable(y) or callable(extra):
+        if height is None:
+            raise ValueError("height is required when y or extra is a row function")
+        h = height
+    else:
+        h = y.shape[2] * scale
+        if h <= rows or not fast_paths_enabled(y, extra):
+            x = pixel_shuffle_cat(y, extra, scale)
+            return conv2(F.leaky_relu(conv1(x), slope))
+    input_rows = shuffle_cat_rows(y, extra, scale)
+    out: Tensor | None = None
     for top in range(0, h, rows):
         bottom = min(top + rows, h)
         a, b = max(top - 1, 0), min(bottom + 1, h)  # the conv1 rows conv2 needs
         x = input_rows(max(a - 1, 0), min(b + 1, h))
         z = conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
         z = conv_rows(F.leaky_relu_(z, slope), a, top, bottom, h, conv2.weight, conv2.bias)
+        if out is None:
+            n, c, _, w = z.shape
+            out = torch.empty(
+                n, c, h, w, dtype=z.dtype, device=z.device, memory_format=_format_of(x)
+            )
         out[:, :, top:bottom] = z
+    assert out is not None
     return out
 
 
@@ -257,31 +296,6 @@ def conv_rows(
 
 def _format_of(x: Tensor) -> torch.memory_format:
     return torch.channels_last if is_channels_last(x) else torch.contiguous_format
-
-
-_LIBC_TRIM = None
-
-
-def release_free_memory(x: Tensor) -> None:
-    """Hand freed heap memory back to the OS before a large allocation (CPU, glibc only).
-
-    PyTorch's CPU tensors come from malloc; glibc serves blocks up to 32 MB from its heap and
-    keeps freed ones mapped, so the many mid-sized activations of the coarse stages would stay
-    resident while the 1024 px stages allocate fresh memory: about 200 MB of peak RSS for GLEAN
-    64 -> 1024. ``malloc_trim(0)`` returns those pages; it takes well under a millisecond.
-    """
-    global _LIBC_TRIM
-    if x.device.type != "cpu" or _PLAIN:
-        return
-    if _LIBC_TRIM is None:
-        try:
-            import ctypes
-
-            _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-            _LIBC_TRIM = False
-    if _LIBC_TRIM:
-        _LIBC_TRIM(0)
 
 
 def conv_transpose_blur(

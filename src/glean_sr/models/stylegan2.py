@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StyleGAN2Config
+from .heap import release_free_memory
 from .ops import (
     LRELU_GAIN,
     LRELU_SLOPE,
@@ -38,7 +39,6 @@ from .ops import (
     is_channels_last,
     keep_format,
     make_fir_kernel,
-    release_free_memory,
     upfirdn2d,
 )
 
@@ -540,7 +540,7 @@ class StyleGAN2Generator(nn.Module):
 
         ``x: [N, C_{res/2}, res/2, res/2]``, ``ws: [N, L, S]`` -> ``[N, C_res, res, res]``.
         ``release_memory`` hands freed heap memory back before each layer
-        (:func:`~glean_sr.models.ops.release_free_memory`), for the largest blocks.
+        (:func:`~glean_sr.models.heap.release_free_memory`), for the largest blocks.
         """
         up_conv, conv, _ = self.block(res)
         layer = self.first_layer(res)
