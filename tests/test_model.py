@@ -140,11 +140,13 @@ def test_upfirdn2d_definition_on_a_tiny_signal():
 
 @pytest.mark.parametrize("upsample", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_modulated_conv_paths_agree_with_the_equations(upsample, batch):
-    """Both execution paths equal StyleGAN2 Eq. 1-3 written out with per-sample weights."""
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_modulated_conv_paths_agree_with_the_equations(upsample, batch, fmt):
+    """Both execution paths, in both memory formats, equal StyleGAN2 Eq. 1-3 written out with
+    per-sample weights."""
     torch.manual_seed(0)
     conv = ModulatedConv2d(6, 5, 3, 4, upsample=upsample)
-    x, w = torch.randn(batch, 6, 4, 4), torch.randn(batch, 4)
+    x, w = torch.randn(batch, 6, 4, 4).contiguous(memory_format=fmt), torch.randn(batch, 4)
     styles = conv.style_modulation(w)
     weight = conv.weight_orig[0] / (6 * 9) ** 0.5
     outs = []
@@ -169,6 +171,22 @@ def test_modulated_conv_paths_agree_with_the_equations(upsample, batch):
     for out in (a, b, c):
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_modulated_conv_follows_a_changed_weight():
+    """The demodulation's squared weight sums, kept between inference calls, follow in-place
+    changes of the weight (an optimiser step, ``load_state_dict``)."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(6, 5, 3, 4)
+    x, w = torch.randn(1, 6, 4, 4), torch.randn(1, 4)
+    with torch.no_grad():
+        conv(x, w)
+        conv.weight_orig.mul_(torch.rand_like(conv.weight_orig) + 0.5)
+        kept = conv(x, w)
+    fresh = ModulatedConv2d(6, 5, 3, 4)
+    fresh.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(kept, fresh(x, w))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
