@@ -39,8 +39,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(mode: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+def _run(mode: str, **env_vars: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(SRC), **env_vars}
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True, env=env
     )
@@ -52,3 +52,8 @@ def test_reused_memory_is_not_faulted_in_again():
     assert plain["faults"] > 6 * 15_000  # 16 384 pages of 4 KB, mapped and zeroed each time
     assert reused["took"] and reused["again"]
     assert reused["faults"] < 16_384 + 1_000  # at most one block's worth, once
+
+
+def test_reuse_can_be_switched_off():
+    off = _run("reuse", GLEAN_SR_REUSE_HEAP="0")
+    assert not off["took"] and off["faults"] > 6 * 15_000

@@ -3,18 +3,22 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves blocks over its mmap threshold (at most
 32 MB) with fresh ``mmap`` calls and unmaps them on ``free``, so every large activation is new
 memory: the kernel faults it in page by page and zeroes it before the convolution that writes it
-can run. GLEAN 64 -> 1024 allocates about 1 GB that way per image, some 250 000 page faults,
-a sixth of its CPU time (measured on the 2-core machine this project is developed on).
+can run. GLEAN 64 -> 1024 faulted in about 1 GB that way per image (about 250 000 page faults;
+a 64-channel convolution over a 1024 x 130 band took 29.5 ms on fresh memory and 21 ms on
+memory already mapped, on the 2-core machine this project is developed on).
 
 :func:`reuse_freed_memory` makes glibc take every block from its heap and keep freed blocks
-there, so the next image's activations reuse the pages of the last one's;
-:func:`release_free_memory` hands free heap pages back to the OS at the points where the network
-moves from its coarse stages to its largest ones, which keeps the peak where it was.
+there, so each image's activations reuse the pages of the last one's: no page faults after the
+first image. The price is fragmentation: the heap holds the largest working set plus the gaps
+between blocks, 100-250 MB more peak RSS than the working set alone, depending on the process's
+allocation history. Without it, :func:`release_free_memory` hands free heap pages back before
+the largest stages.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 from torch import Tensor
@@ -48,14 +52,15 @@ def reuse_freed_memory() -> bool:
     Process-wide and for the rest of the process (``mallopt(M_MMAP_MAX, 0)``: no block gets its
     own mapping; ``M_TRIM_THRESHOLD`` 1 GiB: the heap's free top is not handed back by itself).
     :class:`glean_sr.Upscaler` calls it for CPU devices; call it yourself before running the
-    networks directly. Returns whether it took effect (glibc only).
+    networks directly. ``GLEAN_SR_REUSE_HEAP=0`` in the environment switches it off. Returns
+    whether it took effect (glibc only).
 
-    GLEAN 64 -> 1024, fp32, one image on 2 cores: 2.13 s -> 1.85 s and no higher peak RSS,
-    because the forward pass still calls :func:`release_free_memory` before its largest stages.
+    glean_ffhq_16x, fp32, one image at a time on 2 cores: about 1.95 s -> 1.8 s per image, and
+    peak RSS about 1.35 -> 1.45 GiB (benchmarks/README.md has the measured ranges).
     """
     global _reusing
     libc = _glibc()
-    if not libc:
+    if not libc or os.environ.get("GLEAN_SR_REUSE_HEAP", "1") == "0":
         return False
     if not _reusing:
         _reusing = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
@@ -69,8 +74,8 @@ def release_free_memory(x: Tensor) -> None:
     a stage whose activations are larger than anything before it.
 
     The coarse stages leave many mid-sized blocks free in the heap; without this they would stay
-    resident while the 512-1024 px stages allocate beyond them (about 200 MB more peak RSS for
-    GLEAN 64 -> 1024). It takes well under a millisecond.
+    resident while the 512-1024 px stages allocate beyond them (about 50 MB more peak RSS for
+    GLEAN 64 -> 1024, measured with its banded decoder). It takes well under a millisecond.
     """
     if x.device.type != "cpu" or not ops.fast_paths_enabled() or _reusing:
         return  # (kept memory is there to be reused: handing it back would fault it in again)
