@@ -195,7 +195,7 @@ class Upscaler:
 
     On a CPU device it calls :func:`glean_sr.models.heap.reuse_freed_memory` (glibc: freed
     activations stay in the heap for the next image instead of being unmapped and faulted in
-    afresh; about 8 % faster for GLEAN 64 -> 1024, for about 100 MB more peak memory). That
+    afresh; about 10 % faster for GLEAN 64 -> 1024, for 100-200 MB more peak memory). That
     setting is process-wide; ``GLEAN_SR_REUSE_HEAP=0`` switches it off.
     """
 

@@ -55,8 +55,8 @@ def reuse_freed_memory() -> bool:
     networks directly. ``GLEAN_SR_REUSE_HEAP=0`` in the environment switches it off. Returns
     whether it took effect (glibc only).
 
-    glean_ffhq_16x, fp32, one image at a time on 2 cores: about 1.95 s -> 1.8 s per image, and
-    peak RSS about 1.35 -> 1.45 GiB (benchmarks/README.md has the measured ranges).
+    glean_ffhq_16x, fp32, one image at a time on 2 cores: about 2.05 s -> 1.85 s per image, and
+    peak RSS about 1.3 -> 1.45 GiB (benchmarks/README.md has the measured ranges).
     """
     global _reusing
     libc = _glibc()
