@@ -10,6 +10,8 @@ normal draws); building a preset downloads nothing. Latency is the median over `
 runs after ``--warmup`` runs. ``gflops`` is 2 x the counted multiply-accumulates of every
 convolution and matrix product (see glean_sr.analysis); ``conv_peak_gflops_per_s`` is the best
 throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN.
+On the CPU the measured process keeps freed memory for reuse as ``glean_sr.Upscaler`` does
+(``GLEAN_SR_REUSE_HEAP=0`` in the environment measures without; see glean_sr.models.heap).
 """
 
 from __future__ import annotations
