@@ -255,21 +255,17 @@ class ModulatedConv2d(nn.Module):
         n, c, k = styles.shape[0], self.in_channels, self.kernel_size
         b = None if bias is None else bias.to(like.dtype).repeat(n)  # [N*out]
         if is_channels_last(like):
-            # one pass straight into the channels-last layout oneDNN wants
-            o = self.out_channels
-            if (
-                self.upsample
-            ):  # [N * in, out, k, k] for the transposed conv, stored [N, in, k, k, out]
-                per_pair = styles[:, :, None] * factor[:, None, :]  # [N, in, out]
-                w = torch.empty(n, c, k, k, o, dtype=like.dtype, device=like.device)
-                torch.mul(weight.permute(1, 2, 3, 0)[None], per_pair[:, :, None, None, :], out=w)
-                return w.permute(0, 1, 4, 2, 3).reshape(n * c, o, k, k), b
-            per_pair = styles[:, None, :] * factor[:, :, None]  # [N, out, in]
-            w = torch.empty(
-                n, o, k, k, c, dtype=like.dtype, device=like.device
-            )  # [N, out, k, k, in]
-            torch.mul(weight.permute(0, 2, 3, 1)[None], per_pair[:, :, None, None, :], out=w)
-            return w.permute(0, 1, 4, 2, 3).reshape(n * o, c, k, k), b
+            # one pass straight into the channels-last layout oneDNN wants. The grouped weight is
+            # [N * a, b, k, k], stored [N, a, k, k, b]: (a, b) = (out, in) for the convolution,
+            # (in, out) for the transposed one
+            pair = styles[:, None, :] * factor[:, :, None]  # [N, out, in]
+            base = weight  # [out, in, k, k]
+            if self.upsample:
+                pair, base = pair.transpose(1, 2), weight.transpose(0, 1)
+            a, bb = base.shape[:2]
+            w = torch.empty(n, a, k, k, bb, dtype=like.dtype, device=like.device)
+            torch.mul(base.permute(0, 2, 3, 1)[None], pair[:, :, None, None, :], out=w)
+            return w.permute(0, 1, 4, 2, 3).reshape(n * a, bb, k, k), b
         w = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
         w = w.to(like.dtype)  # [N, out, in, k, k]
         if self.upsample:
