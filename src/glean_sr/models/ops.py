@@ -49,10 +49,12 @@ LRELU_SLOPE = 0.2
 
 
 def make_fir_kernel(taps: tuple[int, ...] | list[int], gain: float = 1.0) -> Tensor:
-    """2-D separable FIR kernel ``outer(taps, taps) / sum * gain`` (float32, ``[k, k]``)."""
-    t = torch.tensor(taps, dtype=torch.float32)
+    """2-D separable FIR kernel ``outer(taps, taps) / sum * gain`` (float32, ``[k, k]``), on the
+    default device (computed on the CPU: no arithmetic on meta tensors, see
+    :func:`glean_sr.models.registry.build_model`)."""
+    t = torch.tensor(taps, dtype=torch.float32, device="cpu")
     k = t[None, :] * t[:, None]
-    return k / k.sum() * gain
+    return (k / k.sum() * gain).to(torch.get_default_device())
 
 
 def _pad4(pad: int | tuple[int, ...]) -> tuple[int, int, int, int]:

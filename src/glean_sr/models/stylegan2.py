@@ -67,7 +67,7 @@ class EqualizedWeight(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], fan_in: int, gain: float = 1.0, lr_mul: float = 1.0):
         super().__init__()
-        self.weight_orig = nn.Parameter(torch.randn(shape) / lr_mul)
+        self.weight_orig = nn.Parameter(torch.randn(shape).div_(lr_mul))
         self.scale = gain * lr_mul / math.sqrt(fan_in)
 
     def forward(self) -> Tensor:
