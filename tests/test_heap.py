@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from conftest import SRC
+from glean_sr.process import TCACHE_OFF, lean_heap_environ
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the heap settings are glibc's"
@@ -57,3 +58,98 @@ def test_reused_memory_is_not_faulted_in_again():
 def test_reuse_can_be_switched_off():
     off = _run("reuse", GLEAN_SR_REUSE_HEAP="0")
     assert not off["took"] and off["faults"] > 6 * 15_000
+
+
+# In a child process: a 64 MB block is freed, 40 000 small blocks are carved from its region
+# and freed again, the last-made first; then 64 MB is asked for again. The first few of those
+# frees land in glibc's per-thread cache, which counts them as in use.
+PIN_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, json
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
+    libc.mallopt(-4, 0)  # M_MMAP_MAX 0, as glean_sr.models.heap.reuse_freed_memory sets
+    libc.mallopt(-1, 1 << 30)
+    big, count = 64 << 20, 40_000
+    small = (ctypes.c_void_p * count)()  # made first: nothing else lands in the region
+    block = libc.malloc(big)
+    fence = libc.malloc(4096)  # keeps the freed block from merging into the heap's top
+    libc.free(block)
+    for i in range(count):
+        small[i] = libc.malloc(300)
+    carved = sum(block <= small[i] < block + big for i in range(count))
+    for i in reversed(range(count)):
+        libc.free(small[i])
+    top = libc.sbrk(0)
+    libc.malloc(big)
+    print(json.dumps({"carved": carved, "grew": libc.sbrk(0) - top}))
+    """
+)
+
+
+def _pin(**env_vars: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(env_vars)
+    out = subprocess.run(
+        [sys.executable, "-c", PIN_SCRIPT], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(out.stdout)
+
+
+def test_cached_small_blocks_pin_a_freed_region_unless_the_cache_is_off():
+    """Why the inference commands run with glibc's small-block caches off
+    (glean_sr.process): with them, a freed 64 MB region that small blocks were carved from
+    cannot serve the next 64 MB block, and the heap grows by 64 MB."""
+    cached = _pin()
+    assert cached["carved"] > 30_000  # the small blocks came from the freed region
+    assert cached["grew"] >= 64 << 20
+    off = _pin(GLIBC_TUNABLES=lean_heap_environ({})["GLIBC_TUNABLES"])
+    assert off["carved"] > 30_000 and off["grew"] == 0
+
+
+def test_lean_heap_environ_adds_the_tunable_once_and_respects_the_user():
+    assert lean_heap_environ({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": TCACHE_OFF}
+    other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert lean_heap_environ(other)["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{TCACHE_OFF}"
+    assert lean_heap_environ({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=3"}) is None
+    assert lean_heap_environ({"GLIBC_TUNABLES": TCACHE_OFF}) is None
+    assert lean_heap_environ({"GLEAN_SR_REUSE_HEAP": "0"}) is None
+
+
+# The command line as a program: prints its process id and tunables, then runs glean-sr.
+CLI_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    print("start", os.getpid(), os.environ.get("GLIBC_TUNABLES"), flush=True)
+    sys.argv = ["glean-sr", *sys.argv[1:]]
+    from glean_sr.cli import main
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args,env_vars,reruns",
+    [
+        (["--debug", "upscale", "--help"], {}, True),
+        (["eval", "--help"], {}, True),
+        (["info", "--help"], {}, False),
+        (["upscale", "--help"], {"GLEAN_SR_REUSE_HEAP": "0"}, False),
+    ],
+)
+def test_inference_commands_rerun_themselves_with_the_cache_off(args, env_vars, reruns):
+    env = {**os.environ, "PYTHONPATH": str(SRC), **env_vars}
+    env.pop("GLIBC_TUNABLES", None)
+    out = subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, *args], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    starts = [line.split() for line in out.stdout.splitlines() if line.startswith("start ")]
+    if reruns:  # the same process (exec), the second time with the tunable
+        assert [s[1] for s in starts] == [starts[0][1]] * 2
+        assert [s[2] for s in starts] == ["None", TCACHE_OFF]
+    else:
+        assert [s[2] for s in starts] == ["None"]
+    assert "usage: glean-sr" in out.stdout

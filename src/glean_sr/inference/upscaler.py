@@ -195,8 +195,10 @@ class Upscaler:
 
     On a CPU device it calls :func:`glean_sr.models.heap.reuse_freed_memory` (glibc: freed
     activations stay in the heap for the next image instead of being unmapped and faulted in
-    afresh; about 10 % faster for GLEAN 64 -> 1024, for 100-200 MB more peak memory). That
-    setting is process-wide; ``GLEAN_SR_REUSE_HEAP=0`` switches it off.
+    afresh; about 10 % faster for GLEAN 64 -> 1024). That setting is process-wide;
+    ``GLEAN_SR_REUSE_HEAP=0`` switches it off. Start the process with
+    ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` (as the ``glean-sr`` commands do, see
+    :mod:`glean_sr.process`) to keep the reused heap compact: about 100 MB less peak memory.
     """
 
     def __init__(

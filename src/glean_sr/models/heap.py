@@ -13,6 +13,15 @@ first image. The price is fragmentation: the heap holds the largest working set 
 between blocks, 100-250 MB more peak RSS than the working set alone, depending on the process's
 allocation history. Without it, :func:`release_free_memory` hands free heap pages back before
 the largest stages.
+
+Most of those gaps are made by glibc's per-thread caches of small freed blocks ("tcache", up to
+seven blocks of each size under 1 KB per thread): the heap counts a cached block as in use, so
+one left inside a freed 64 MB region keeps the region from serving the next 64 MB request, and
+the heap grows instead. The cache can only be switched off when a process starts
+(``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``): :func:`glean_sr.process.lean_heap_environ`
+gives that environment, and the ``glean-sr`` inference commands re-run themselves with it
+once. GLEAN 64 -> 1024 on 2 cores: peak RSS 1326-1545 MiB with the cache, 1278-1407 MiB without
+it, at the same speed (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -55,8 +64,9 @@ def reuse_freed_memory() -> bool:
     networks directly. ``GLEAN_SR_REUSE_HEAP=0`` in the environment switches it off. Returns
     whether it took effect (glibc only).
 
-    glean_ffhq_16x, fp32, one image at a time on 2 cores: about 2.05 s -> 1.85 s per image, and
-    peak RSS about 1.3 -> 1.45 GiB (benchmarks/README.md has the measured ranges).
+    glean_ffhq_16x, fp32, one image at a time on 2 cores: about 2.05 s -> 1.85 s per image; peak
+    RSS about 1.3 GiB either way when the process runs with glibc's small-block caches off (see
+    above; with them, up to 1.5 GiB). benchmarks/README.md has the measured ranges.
     """
     global _reusing
     libc = _glibc()
