@@ -10,8 +10,10 @@ normal draws); building a preset downloads nothing. Latency is the median over `
 runs after ``--warmup`` runs. ``gflops`` is 2 x the counted multiply-accumulates of every
 convolution and matrix product (see glean_sr.analysis); ``conv_peak_gflops_per_s`` is the best
 throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN.
-On the CPU the measured process keeps freed memory for reuse as ``glean_sr.Upscaler`` does
-(``GLEAN_SR_REUSE_HEAP=0`` in the environment measures without; see glean_sr.models.heap).
+On the CPU the measured process keeps freed memory for reuse as ``glean_sr.Upscaler`` does, and
+runs with the glibc tunable the ``glean-sr`` inference commands set for themselves
+(``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, see glean_sr.process); ``GLEAN_SR_REUSE_HEAP=0``
+in the environment measures without both (see glean_sr.models.heap).
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def main() -> int:
     from glean_sr.analysis import count_macs
     from glean_sr.models.registry import build_model
     from glean_sr.presets import PRESETS
+    from glean_sr.process import lean_heap_environ
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -200,7 +203,13 @@ def main() -> int:
         f"{'preset':44s} {'batch':>5s} {'prec':>5s} {'latency s':>10s} {'img/s':>7s} "
         f"{'peak MiB':>9s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'conv peak':>9s} {'ratio':>6s}"
     )
-    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    # each configuration runs as the glean-sr commands run (glean_sr.process)
+    env = lean_heap_environ() or dict(os.environ)
+    tunables = env.get("GLIBC_TUNABLES")
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        + (f", GLIBC_TUNABLES={tunables}" if tunables else "")
+    )
     print(header)
     for preset in presets:
         for batch in args.batch:
@@ -222,7 +231,7 @@ def main() -> int:
                     "--repeats",
                     str(args.repeats),
                 ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
                     print(
                         f"{preset:44s} {batch:5d} {precision:>5s} failed: "
@@ -230,6 +239,7 @@ def main() -> int:
                     )
                     continue
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["glibc_tunables"] = tunables
                 row["gflops"] = 2 * count_macs(meta[preset], batch=batch)["macs"] / 1e9
                 row["achieved_gflops_per_s"] = row["gflops"] / row["latency_s"]
                 row["conv_peak_gflops_per_s"] = peaks[precision]
