@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from conftest import SRC
+from glean_sr import process
 from glean_sr.process import TCACHE_OFF, lean_heap_environ
 
 pytestmark = pytest.mark.skipif(
@@ -153,3 +154,20 @@ def test_inference_commands_rerun_themselves_with_the_cache_off(args, env_vars, 
     else:
         assert [s[2] for s in starts] == ["None"]
     assert "usage: glean-sr" in out.stdout
+
+
+def test_rerun_goes_on_when_the_process_cannot_be_started_again(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("GLEAN_SR_REUSE_HEAP", raising=False)
+    monkeypatch.setattr(process, "is_glibc", lambda: True)
+    calls = []
+
+    def failing_execve(path, argv, env):
+        calls.append((path, argv, env["GLIBC_TUNABLES"]))
+        raise OSError("exec format error")
+
+    monkeypatch.setattr(process.os, "execve", failing_execve)
+    process.rerun_with_lean_heap(["python", "-m", "glean_sr", "upscale"])  # returns
+    assert calls == [(sys.executable, ["python", "-m", "glean_sr", "upscale"], TCACHE_OFF)]
+    process.rerun_with_lean_heap([])  # no command line to run again (embedded): nothing tried
+    assert len(calls) == 1

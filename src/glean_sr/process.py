@@ -34,17 +34,21 @@ def lean_heap_environ(environ: Mapping[str, str] | None = None) -> dict[str, str
 def rerun_with_lean_heap(argv: Sequence[str] | None = None) -> None:
     """Replace this process with the same command (``sys.orig_argv``: interpreter options,
     ``-m`` or script, arguments) run with :func:`lean_heap_environ`; returns without doing
-    anything when that is ``None`` (also in the re-run process itself, which has the tunable).
+    anything when that is ``None`` (also in the re-run process itself, which has the tunable)
+    or when the process cannot be started again (it then goes on with glibc's defaults).
 
     Call it first thing, before torch is imported: everything done before is done twice.
     """
     env = lean_heap_environ()
-    if env is None:
-        return
     command = list(sys.orig_argv if argv is None else argv)
+    if env is None or not command or not sys.executable:  # (embedded interpreters have neither)
+        return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, command, env)
+    try:
+        os.execve(sys.executable, command, env)
+    except OSError:  # could not start it again: go on as started, with glibc's defaults
+        return
 
 
 def is_glibc() -> bool:
