@@ -54,7 +54,7 @@ def make_fir_kernel(taps: tuple[int, ...] | list[int], gain: float = 1.0) -> Ten
     :func:`glean_sr.models.registry.build_model`)."""
     t = torch.tensor(taps, dtype=torch.float32, device="cpu")
     k = t[None, :] * t[:, None]
-    return (k / k.sum() * gain).to(torch.get_default_device())
+    return torch.tensor((k / k.sum() * gain).tolist(), dtype=torch.float32)  # exact values
 
 
 def _pad4(pad: int | tuple[int, ...]) -> tuple[int, int, int, int]:
