@@ -22,7 +22,7 @@ def lean_heap_environ(environ: Mapping[str, str] | None = None) -> dict[str, str
     ``GLEAN_SR_REUSE_HEAP=0`` (heap reuse, and with it this, switched off).
     """
     env = dict(os.environ if environ is None else environ)
-    if env.get("GLEAN_SR_REUSE_HEAP", "1") == "0" or not is_glibc():
+    if not heap_reuse_enabled(env) or not is_glibc():
         return None
     tunables = env.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.tcache_count" in tunables:
@@ -49,6 +49,13 @@ def rerun_with_lean_heap(argv: Sequence[str] | None = None) -> None:
         os.execve(sys.executable, command, env)
     except OSError:  # could not start it again: go on as started, with glibc's defaults
         return
+
+
+def heap_reuse_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False when ``GLEAN_SR_REUSE_HEAP=0`` is set (in ``environ``, default this process's):
+    the one switch for :func:`glean_sr.models.heap.reuse_freed_memory` and the tunable here."""
+    env = os.environ if environ is None else environ
+    return env.get("GLEAN_SR_REUSE_HEAP", "1") != "0"
 
 
 def is_glibc() -> bool:

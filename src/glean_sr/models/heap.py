@@ -27,11 +27,11 @@ it, at the same speed (benchmarks/README.md).
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
 
 from torch import Tensor
 
+from ..process import heap_reuse_enabled
 from . import ops
 
 # mallopt parameters, from glibc's malloc.h
@@ -70,7 +70,7 @@ def reuse_freed_memory() -> bool:
     """
     global _reusing
     libc = _glibc()
-    if not libc or os.environ.get("GLEAN_SR_REUSE_HEAP", "1") == "0":
+    if not libc or not heap_reuse_enabled():
         return False
     if not _reusing:
         _reusing = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
