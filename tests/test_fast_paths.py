@@ -206,3 +206,68 @@ def test_banded_last_block_model_equals_plain_ops(kind):
             ref = model(lq)
     assert got.is_contiguous() and got.shape == (1, 3, 256, 256)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def _weight_layouts(model) -> dict[str, bool]:
+    """For each convolution weight: is it stored as a channels-last convolution reads it?"""
+    from glean_sr.models.stylegan2 import ModulatedConv2d
+
+    cl = torch.channels_last
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ModulatedConv2d) and module.kernel_size > 1:
+            w = module.weight_orig[0]  # [out, in, k, k]; up-sampling reads it transposed
+            w = w.transpose(0, 1) if module.upsample else w
+            found[name] = w.is_contiguous(memory_format=cl)
+        elif isinstance(module, nn.Conv2d) and module.kernel_size[0] > 1:
+            found[name] = module.weight.is_contiguous(memory_format=cl)
+    return found
+
+
+def test_channels_last_weights_keep_values_and_conform(fixture_model, tmp_path):
+    """The Upscaler's weight layout on the CPU: every convolution weight laid out as the
+    channels-last convolutions read it (no copy per call), same values, same outputs, and a
+    saved directory that loads back into an ordinary model."""
+    import copy
+
+    from glean_sr.weights.pretrained import load_model
+
+    model, lq, ref = fixture_model
+    model = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not all(_weight_layouts(model).values())
+    model.store_weights_channels_last()
+    layouts = _weight_layouts(model)
+    assert len(layouts) > 20 and all(layouts.values()), layouts
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    with torch.no_grad():
+        sr = model(lq)
+    np.testing.assert_allclose(sr.numpy(), ref, atol=1e-4)
+    loaded = load_model(model.save_pretrained(tmp_path / "m"))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in before.items())
+
+
+@pytest.mark.parametrize("kind", ["glean", "lightglean"])
+def test_channels_last_weights_in_the_banded_model(kind):
+    """With the weights stored channels-last (the Upscaler on the CPU), the banded 256 px
+    model, whose bank reads its up-sampling weights transposed, still computes the plain
+    definition; the Upscaler stores them so on the CPU."""
+    import glean_sr
+    from glean_sr.config import GLEANConfig, LightGLEANConfig
+    from glean_sr.models.ops import plain_ops
+
+    cls = GLEANConfig if kind == "glean" else LightGLEANConfig
+    cfg = cls(in_size=16, out_size=256, rrdb_channels=16, num_rrdbs=1, style_channels=16,
+              num_mlps=1, channel_multiplier=1)  # fmt: skip
+    torch.manual_seed(0)
+    model = set_noise_strengths(build_model(cfg), 0.5).eval()
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad(), plain_ops():
+        ref = model(lq)
+    glean_sr.Upscaler(model, device="cpu")
+    assert all(_weight_layouts(model).values())
+    with torch.no_grad():
+        got = model(lq)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)

@@ -199,6 +199,8 @@ class Upscaler:
     ``GLEAN_SR_REUSE_HEAP=0`` switches it off. Start the process with
     ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` (as the ``glean-sr`` commands do, see
     :mod:`glean_sr.process`) to keep the reused heap compact: about 100 MB less peak memory.
+    There it also stores the model's convolution weights in the channels-last layout its
+    convolutions read (:meth:`~glean_sr.models.base.BankRestorer.store_weights_channels_last`).
     """
 
     def __init__(
@@ -237,6 +239,10 @@ class Upscaler:
         self.fit = fit
         self.batch_size = batch_size
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu" and getattr(self.model, "channels_last", False):
+            store = getattr(self.model, "store_weights_channels_last", None)
+            if store is not None:
+                store()  # oneDNN would copy each weight into this layout at every call
         self.compiled = compile
         self._run = torch.compile(self.model) if compile else self.model
 

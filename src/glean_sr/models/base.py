@@ -18,7 +18,7 @@ from .ops import (
     shuffle_cat_head,
     shuffle_cat_rows,
 )
-from .stylegan2 import StyleGAN2Generator
+from .stylegan2 import ModulatedConv2d, StyleGAN2Generator
 
 
 class BankRestorer(nn.Module):
@@ -132,6 +132,21 @@ class BankRestorer(nn.Module):
             else:
                 hr = pixel_shuffle_cat(hr, bank_feats.pop(res), block.scale)  # [N, C + C_res, ..]
         raise AssertionError("the decoder ends with a pixel-shuffle stage at out_size")
+
+    def store_weights_channels_last(self) -> BankRestorer:
+        """Store every convolution weight in the memory layout the channels-last convolutions
+        read (values, shapes and keys unchanged; saving writes them contiguous as ever).
+
+        For inference on the CPU: oneDNN wants a channels-last weight beside channels-last
+        activations and otherwise copies it at every call (about 25 ms per image for GLEAN
+        64 -> 1024, 180 MB of weights copied). :class:`glean_sr.Upscaler` calls this."""
+        for module in self.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.store_channels_last()
+            elif isinstance(module, nn.Conv2d | nn.ConvTranspose2d) and module.weight.ndim == 4:
+                weight = module.weight.data
+                module.weight.data = weight.contiguous(memory_format=torch.channels_last)
+        return self
 
     def parts(self) -> dict[str, list[nn.Module]]:
         """Modules per reported part: ``encoder`` (with fusion), ``bank``, ``decoder``."""

@@ -222,6 +222,19 @@ class ModulatedConv2d(nn.Module):
             factor = torch.full_like(styles[:, :1], gain).expand(-1, self.out_channels)
         return weight, styles, factor
 
+    def store_channels_last(self) -> None:
+        """Lay the stored weight out in memory as the channels-last convolutions read it
+        (values, shape and key unchanged): ``[out, in, k, k]`` with ``in`` innermost, or, for
+        the up-sampling layer, its transpose ``[in, out, k, k]`` with ``out`` innermost. Then
+        neither the per-sample weights' pass over it nor oneDNN's check of the shared weight's
+        layout copies it at each call."""
+        if self.kernel_size == 1:  # a 1x1 weight is channels-last already
+            return
+        order = (0, 2, 3, 4, 1) if self.upsample else (0, 1, 3, 4, 2)  # storage order
+        inverse = tuple(order.index(d) for d in range(5))
+        weight = self.weight_orig.data
+        self.weight_orig.data = weight.permute(order).contiguous().permute(inverse)
+
     def _squared_weight(self) -> Tensor:
         """``sum over the kernel of weight ** 2``, ``[out, in]``: what demodulation needs of the
         weight. In inference it is kept until the weight changes (two passes over each weight
