@@ -271,3 +271,17 @@ def test_channels_last_weights_in_the_banded_model(kind):
     with torch.no_grad():
         got = model(lq)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_relayout_keeps_values_and_storage():
+    from glean_sr.models.ops import relayout_
+
+    t = torch.randn(1, 5, 6, 3, 3)
+    ref, ptr = t.clone(), t.data_ptr()
+    view = relayout_(t, (0, 2, 3, 4, 1))  # stored [1, in, k, k, out]
+    assert torch.equal(view, ref) and view.data_ptr() == ptr
+    assert view.stride() == (270, 1, 45, 15, 5)
+    assert relayout_(view, (0, 2, 3, 4, 1)) is view  # already so: nothing to do
+    strided = torch.randn(6, 5, 3, 3).transpose(0, 1)  # not contiguous: a copy
+    cl = relayout_(strided, (0, 2, 3, 1))
+    assert torch.equal(cl, strided) and cl.is_contiguous(memory_format=torch.channels_last)

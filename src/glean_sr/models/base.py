@@ -15,6 +15,7 @@ from .ops import (
     conv_of_rows,
     fast_paths_enabled,
     pixel_shuffle_cat,
+    relayout_,
     shuffle_cat_head,
     shuffle_cat_rows,
 )
@@ -144,8 +145,7 @@ class BankRestorer(nn.Module):
             if isinstance(module, ModulatedConv2d):
                 module.store_channels_last()
             elif isinstance(module, nn.Conv2d | nn.ConvTranspose2d) and module.weight.ndim == 4:
-                weight = module.weight.data
-                module.weight.data = weight.contiguous(memory_format=torch.channels_last)
+                module.weight.data = relayout_(module.weight.data, (0, 2, 3, 1))
         return self
 
     def parts(self) -> dict[str, list[nn.Module]]:

@@ -137,6 +137,30 @@ def is_channels_last(x: Tensor) -> bool:
     )
 
 
+def relayout_(t: Tensor, order: tuple[int, ...]) -> Tensor:
+    """``t``'s values stored with its dimensions in ``order`` (outermost first), in ``t``'s own
+    memory: returns the re-strided view, same shape and values; ``t`` itself is left holding
+    the rearranged bytes, so use the result in its place.
+
+    Rewriting in place keeps a model's weights where loading put them (one temporary copy at a
+    time, freed at once), instead of a second set of weights allocated while the first is
+    still held. Falls back to a copy when ``t`` is not contiguous.
+    """
+    strides = [0] * t.ndim
+    step = 1
+    for dim in reversed(order):
+        strides[dim] = step
+        step *= t.shape[dim]
+    if tuple(strides) == t.stride():
+        return t
+    if not t.is_contiguous():
+        return t.permute(order).contiguous().as_strided(t.shape, strides)
+    values = t.clone()
+    view = t.as_strided(t.shape, strides)
+    view.copy_(values)
+    return view
+
+
 def keep_format(y: Tensor, x: Tensor) -> Tensor:
     """``y`` in ``x``'s memory format (oneDNN sometimes returns NCHW for channels-last input)."""
     return as_format(y, is_channels_last(x))

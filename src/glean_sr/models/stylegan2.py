@@ -39,6 +39,7 @@ from .ops import (
     is_channels_last,
     keep_format,
     make_fir_kernel,
+    relayout_,
     upfirdn2d,
 )
 
@@ -231,9 +232,7 @@ class ModulatedConv2d(nn.Module):
         if self.kernel_size == 1:  # a 1x1 weight is channels-last already
             return
         order = (0, 2, 3, 4, 1) if self.upsample else (0, 1, 3, 4, 2)  # storage order
-        inverse = tuple(order.index(d) for d in range(5))
-        weight = self.weight_orig.data
-        self.weight_orig.data = weight.permute(order).contiguous().permute(inverse)
+        self.weight_orig.data = relayout_(self.weight_orig.data, order)
 
     def _squared_weight(self) -> Tensor:
         """``sum over the kernel of weight ** 2``, ``[out, in]``: what demodulation needs of the
