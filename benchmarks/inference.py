@@ -112,7 +112,7 @@ def run_one(
     device = torch.device(device_name)
     torch.manual_seed(0)
     model = build_preset(preset, device)
-    if device.type == "cpu":  # as the Upscaler does, once the model is loaded
+    if device.type == "cpu":  # as Upscaler.from_pretrained does, once the model is loaded
         reuse_freed_memory()
         model.store_weights_channels_last()
     run = torch.compile(model) if compile else model  # the warm-up runs compile

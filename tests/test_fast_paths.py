@@ -251,10 +251,8 @@ def test_channels_last_weights_keep_values_and_conform(fixture_model, tmp_path):
 
 @pytest.mark.parametrize("kind", ["glean", "lightglean"])
 def test_channels_last_weights_in_the_banded_model(kind):
-    """With the weights stored channels-last (the Upscaler on the CPU), the banded 256 px
-    model, whose bank reads its up-sampling weights transposed, still computes the plain
-    definition; the Upscaler stores them so on the CPU."""
-    import glean_sr
+    """With the weights stored channels-last, the banded 256 px model, whose bank reads its
+    up-sampling weights transposed, still computes the plain definition."""
     from glean_sr.config import GLEANConfig, LightGLEANConfig
     from glean_sr.models.ops import plain_ops
 
@@ -266,11 +264,27 @@ def test_channels_last_weights_in_the_banded_model(kind):
     lq = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad(), plain_ops():
         ref = model(lq)
-    glean_sr.Upscaler(model, device="cpu")
+    model.store_weights_channels_last()
     assert all(_weight_layouts(model).values())
     with torch.no_grad():
         got = model(lq)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_upscaler_relays_out_only_the_models_it_loads(tiny_model, tiny_model_dir, tmp_path):
+    """Upscaler.from_pretrained owns the model it loads and stores its weights channels-last
+    on the CPU; a model passed in keeps its layout, so the caller can still save its
+    state_dict with savers that want contiguous tensors."""
+    from safetensors.torch import save_file
+
+    import glean_sr
+
+    loaded = glean_sr.Upscaler.from_pretrained(tiny_model_dir, device="cpu").model
+    assert all(_weight_layouts(loaded).values())
+    glean_sr.Upscaler(tiny_model, device="cpu")
+    glean_sr.Upscaler.from_pretrained(tiny_model, device="cpu")
+    assert not any(_weight_layouts(tiny_model).values())
+    save_file(tiny_model.state_dict(), str(tmp_path / "w.safetensors"))
 
 
 def test_relayout_keeps_values_and_storage():

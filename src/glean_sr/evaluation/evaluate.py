@@ -257,6 +257,7 @@ def _model_name(source: Any, taken: set[str]) -> str:
 
 
 def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
+    from ..inference.upscaler import prepare_loaded_model
     from ..models.heap import reuse_freed_memory
     from ..weights.pretrained import load_model
 
@@ -269,8 +270,8 @@ def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
     for src in sources:
         if isinstance(src, torch.nn.Module):
             module = src.to(device).eval()
-        else:
-            module = load_model(src, device=device)
+        else:  # as Upscaler.from_pretrained loads them
+            module = prepare_loaded_model(load_model(src, device=device))
         if getattr(module, "img_channels", 3) != 3:
             raise ConfigError(f"{src}: only RGB models can be evaluated")
         models.append(_Model(_model_name(src, taken), str(src), module))

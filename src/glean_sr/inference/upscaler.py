@@ -126,6 +126,18 @@ class UpscaleResult:
         return iter((self.image, self.record))
 
 
+def prepare_loaded_model(model: nn.Module) -> nn.Module:
+    """For a model loaded here, which no caller holds: on the CPU, its convolution weights
+    stored in the channels-last layout its convolutions read, once (otherwise oneDNN copies
+    each weight at every call: about 1-2 % of the time of GLEAN 64 -> 1024). Not done to
+    models passed in: such weights are not contiguous, which some savers refuse."""
+    store = getattr(model, "store_weights_channels_last", None)
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if store is not None and on_cpu and getattr(model, "channels_last", False):
+        store()
+    return model
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error."""
     if isinstance(device, str) and device == "auto":
@@ -199,8 +211,12 @@ class Upscaler:
     ``GLEAN_SR_REUSE_HEAP=0`` switches it off. Start the process with
     ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` (as the ``glean-sr`` commands do, see
     :mod:`glean_sr.process`) to keep the reused heap compact: about 100 MB less peak memory.
-    There it also stores the model's convolution weights in the channels-last layout its
-    convolutions read (:meth:`~glean_sr.models.base.BankRestorer.store_weights_channels_last`).
+    A model that :meth:`from_pretrained` loads itself also gets its convolution weights stored
+    in the channels-last layout the CPU convolutions read (:func:`prepare_loaded_model`); a
+    model passed in keeps its layout, since such weights are not contiguous and some savers
+    (``safetensors.torch.save_file``) refuse them: call
+    :meth:`~glean_sr.models.base.BankRestorer.store_weights_channels_last` on it yourself to get
+    the same speed.
     """
 
     def __init__(
@@ -239,10 +255,6 @@ class Upscaler:
         self.fit = fit
         self.batch_size = batch_size
         self.model = model.to(self.device).eval()
-        if self.device.type == "cpu" and getattr(self.model, "channels_last", False):
-            store = getattr(self.model, "store_weights_channels_last", None)
-            if store is not None:
-                store()  # oneDNN would copy each weight into this layout at every call
         self.compiled = compile
         self._run = torch.compile(self.model) if compile else self.model
 
@@ -267,7 +279,7 @@ class Upscaler:
         else:
             from ..weights.pretrained import load_model
 
-            model = load_model(model_source, device=dev, progress=progress)
+            model = prepare_loaded_model(load_model(model_source, device=dev, progress=progress))
         return cls(
             model,
             device=dev,

@@ -140,7 +140,8 @@ class BankRestorer(nn.Module):
 
         For inference on the CPU: oneDNN wants a channels-last weight beside channels-last
         activations and otherwise copies it at every call (about 27 ms per image for GLEAN
-        64 -> 1024: some 340 MB of weights copied). :class:`glean_sr.Upscaler` calls this."""
+        64 -> 1024: some 340 MB of weights copied). ``Upscaler.from_pretrained`` calls this for
+        the models it loads (:func:`glean_sr.inference.upscaler.prepare_loaded_model`)."""
         for module in self.modules():
             if isinstance(module, ModulatedConv2d):
                 module.store_channels_last()

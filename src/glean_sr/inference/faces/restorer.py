@@ -253,7 +253,7 @@ class FaceRestorer:
     ) -> FaceRestorer:
         """A restorer for a face model given as anything :func:`glean_sr.load_model` takes;
         ``background`` is ``"bicubic"`` or a model source too. Other arguments as ``__init__``."""
-        from ..upscaler import resolve_device
+        from ..upscaler import prepare_loaded_model, resolve_device
 
         dev = resolve_device(device)
 
@@ -262,7 +262,7 @@ class FaceRestorer:
                 return source
             from ...weights.pretrained import load_model
 
-            return load_model(source, device=dev, progress=progress)
+            return prepare_loaded_model(load_model(source, device=dev, progress=progress))
 
         model = load(model_source)
         bg = background if background == "bicubic" else load(background)
