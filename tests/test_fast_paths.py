@@ -186,19 +186,26 @@ def test_block_rows_equal_the_whole_block(fmt, batch, noise_mode):
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["glean", "lightglean"])
-def test_banded_last_block_model_equals_plain_ops(kind):
-    """A 256 px model, whose bank's last block reaches the decoder as row bands, computes what
-    the plain definition computes."""
+def _banded_model(kind: str):
+    """A 256 px GLEAN or LightGLEAN (seeded, noise on) whose bank's last block reaches the
+    decoder as row bands, and an input for it."""
     from glean_sr.config import GLEANConfig, LightGLEANConfig
-    from glean_sr.models.ops import plain_ops
 
     cls = GLEANConfig if kind == "glean" else LightGLEANConfig
     cfg = cls(in_size=16, out_size=256, rrdb_channels=16, num_rrdbs=1, style_channels=16,
               num_mlps=1, channel_multiplier=1)  # fmt: skip
     torch.manual_seed(0)
     model = set_noise_strengths(build_model(cfg), 0.5).eval()
-    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    return model, torch.rand(1, 3, 16, 16) * 2 - 1
+
+
+@pytest.mark.parametrize("kind", ["glean", "lightglean"])
+def test_banded_last_block_model_equals_plain_ops(kind):
+    """A 256 px model, whose bank's last block reaches the decoder as row bands, computes what
+    the plain definition computes."""
+    from glean_sr.models.ops import plain_ops
+
+    model, lq = _banded_model(kind)
     with torch.no_grad():
         assert model.band_last_block(lq)
         got = model(lq)
@@ -253,15 +260,9 @@ def test_channels_last_weights_keep_values_and_conform(fixture_model, tmp_path):
 def test_channels_last_weights_in_the_banded_model(kind):
     """With the weights stored channels-last, the banded 256 px model, whose bank reads its
     up-sampling weights transposed, still computes the plain definition."""
-    from glean_sr.config import GLEANConfig, LightGLEANConfig
     from glean_sr.models.ops import plain_ops
 
-    cls = GLEANConfig if kind == "glean" else LightGLEANConfig
-    cfg = cls(in_size=16, out_size=256, rrdb_channels=16, num_rrdbs=1, style_channels=16,
-              num_mlps=1, channel_multiplier=1)  # fmt: skip
-    torch.manual_seed(0)
-    model = set_noise_strengths(build_model(cfg), 0.5).eval()
-    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    model, lq = _banded_model(kind)
     with torch.no_grad(), plain_ops():
         ref = model(lq)
     model.store_weights_channels_last()
