@@ -257,9 +257,8 @@ def _model_name(source: Any, taken: set[str]) -> str:
 
 
 def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
-    from ..inference.upscaler import prepare_loaded_model
+    from ..inference.upscaler import load_for_inference
     from ..models.heap import reuse_freed_memory
-    from ..weights.pretrained import load_model
 
     if device.type == "cpu":
         reuse_freed_memory()  # as the Upscaler runs models
@@ -271,7 +270,7 @@ def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
         if isinstance(src, torch.nn.Module):
             module = src.to(device).eval()
         else:  # as Upscaler.from_pretrained loads them
-            module = prepare_loaded_model(load_model(src, device=device))
+            module = load_for_inference(src, device)
         if getattr(module, "img_channels", 3) != 3:
             raise ConfigError(f"{src}: only RGB models can be evaluated")
         models.append(_Model(_model_name(src, taken), str(src), module))

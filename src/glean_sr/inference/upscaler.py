@@ -126,14 +126,19 @@ class UpscaleResult:
         return iter((self.image, self.record))
 
 
-def prepare_loaded_model(model: nn.Module) -> nn.Module:
-    """For a model loaded here, which no caller holds: on the CPU, its convolution weights
-    stored in the channels-last layout its convolutions read, once (otherwise oneDNN copies
-    each weight at every call: about 1-2 % of the time of GLEAN 64 -> 1024). Not done to
-    models passed in: such weights are not contiguous, which some savers refuse."""
+def load_for_inference(
+    source: str | os.PathLike, device: torch.device, *, progress: bool = True
+) -> nn.Module:
+    """:func:`glean_sr.load_model` for a model this library runs and no caller holds: on the
+    CPU, its convolution weights are also stored in the channels-last layout its convolutions
+    read, once (otherwise oneDNN copies each weight at every call: about 1-2 % of the time of
+    GLEAN 64 -> 1024). Not done to models passed in: such weights are not contiguous, which
+    some savers refuse."""
+    from ..weights.pretrained import load_model
+
+    model = load_model(source, device=device, progress=progress)
     store = getattr(model, "store_weights_channels_last", None)
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if store is not None and on_cpu and getattr(model, "channels_last", False):
+    if store is not None and device.type == "cpu" and getattr(model, "channels_last", False):
         store()
     return model
 
@@ -212,7 +217,7 @@ class Upscaler:
     ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` (as the ``glean-sr`` commands do, see
     :mod:`glean_sr.process`) to keep the reused heap compact: about 100 MB less peak memory.
     A model that :meth:`from_pretrained` loads itself also gets its convolution weights stored
-    in the channels-last layout the CPU convolutions read (:func:`prepare_loaded_model`); a
+    in the channels-last layout the CPU convolutions read (:func:`load_for_inference`); a
     model passed in keeps its layout, since such weights are not contiguous and some savers
     (``safetensors.torch.save_file``) refuse them: call
     :meth:`~glean_sr.models.base.BankRestorer.store_weights_channels_last` on it yourself to get
@@ -277,9 +282,7 @@ class Upscaler:
         if isinstance(model_source, nn.Module):
             model = model_source
         else:
-            from ..weights.pretrained import load_model
-
-            model = prepare_loaded_model(load_model(model_source, device=dev, progress=progress))
+            model = load_for_inference(model_source, dev, progress=progress)
         return cls(
             model,
             device=dev,

@@ -141,7 +141,7 @@ class BankRestorer(nn.Module):
         For inference on the CPU: oneDNN wants a channels-last weight beside channels-last
         activations and otherwise copies it at every call (about 27 ms per image for GLEAN
         64 -> 1024: some 340 MB of weights copied). ``Upscaler.from_pretrained`` calls this for
-        the models it loads (:func:`glean_sr.inference.upscaler.prepare_loaded_model`)."""
+        the models it loads (:func:`glean_sr.inference.upscaler.load_for_inference`)."""
         for module in self.modules():
             if isinstance(module, ModulatedConv2d):
                 module.store_channels_last()

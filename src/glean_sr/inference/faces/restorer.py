@@ -253,16 +253,14 @@ class FaceRestorer:
     ) -> FaceRestorer:
         """A restorer for a face model given as anything :func:`glean_sr.load_model` takes;
         ``background`` is ``"bicubic"`` or a model source too. Other arguments as ``__init__``."""
-        from ..upscaler import prepare_loaded_model, resolve_device
+        from ..upscaler import load_for_inference, resolve_device
 
         dev = resolve_device(device)
 
         def load(source):
             if isinstance(source, nn.Module):
                 return source
-            from ...weights.pretrained import load_model
-
-            return prepare_loaded_model(load_model(source, device=dev, progress=progress))
+            return load_for_inference(source, dev, progress=progress)
 
         model = load(model_source)
         bg = background if background == "bicubic" else load(background)
