@@ -16,6 +16,8 @@ from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
 from glean_sr.models.ops import (
     blur2d,
     conv_of_rows,
+    conv_rows,
+    conv_rows_by_taps,
     conv_transpose_blur,
     is_channels_last,
     make_fir_kernel,
@@ -94,6 +96,25 @@ def test_streamed_last_two_stages_equal_the_definition(fmt, rows):
             got = shuffle_cat_head(y_rows, extra_rows, 2, conv1, 0.2, conv2, rows, 4 * h)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
         assert is_channels_last(got) == (fmt == torch.channels_last)
+
+
+@pytest.mark.parametrize("out_channels", [1, 3, 4])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv_rows_by_taps_equals_the_convolution(out_channels, batch):
+    """Every band position: at the top border, inside, at the bottom, and the whole image."""
+    torch.manual_seed(0)
+    h, w = 11, 9
+    image = torch.randn(batch, 6, h, w)
+    weight, bias = torch.randn(out_channels, 6, 3, 3), torch.randn(out_channels)
+    with torch.no_grad():
+        ref = F.conv2d(image, weight, bias, padding=1)
+        for lo, hi in ((0, 4), (2, 7), (5, 6), (8, 11), (0, 11)):
+            start, stop = max(lo - 1, 0), min(hi + 1, h)
+            x = image[:, :, start:stop].contiguous(memory_format=torch.channels_last)
+            got = conv_rows_by_taps(x, start, lo, hi, h, weight, bias)
+            torch.testing.assert_close(got, ref[:, :, lo:hi], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got, conv_rows(x, start, lo, hi, h, weight, bias))
+            assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_blur_with_bias_and_asymmetric_padding():
