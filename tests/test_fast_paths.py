@@ -22,11 +22,13 @@ from glean_sr.models.ops import (
     is_channels_last,
     make_fir_kernel,
     pixel_shuffle_cat,
+    plain_ops,
     shuffle_cat_head,
     shuffle_cat_rows,
     upfirdn2d,
 )
 from glean_sr.models.registry import build_model
+from glean_sr.models.rrdb import RRDB
 from glean_sr.weights.glean_format import infer_config
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
@@ -115,6 +117,26 @@ def test_conv_rows_by_taps_equals_the_convolution(out_channels, batch):
             torch.testing.assert_close(got, ref[:, :, lo:hi], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(got, conv_rows(x, start, lo, hi, h, weight, bias))
             assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_rrdb_inference_path_equals_the_definition_and_training_is_untouched():
+    torch.manual_seed(0)
+    block = RRDB(8, 4)
+    for conv in block.modules():
+        if isinstance(conv, nn.Conv2d):  # O(1) branches, so that the residuals matter
+            nn.init.normal_(conv.weight, 0.0, 1.0 / math.sqrt(conv.weight[0].numel()))
+    x = torch.randn(2, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = block(x)
+        with plain_ops():
+            ref = block(x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # with autograd recording, the plain definition runs (no in-place writes) and trains
+    x.requires_grad_(True)
+    out = block(x)
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert x.grad is not None and block.rdb1.conv1.weight.grad is not None
 
 
 def test_blur_with_bias_and_asymmetric_padding():
