@@ -9,7 +9,10 @@ peak RSS (``ru_maxrss``) on CPU, the allocator's peak on GPU. Weights are determ
 normal draws); building a preset downloads nothing. Latency is the median over ``--repeats``
 runs after ``--warmup`` runs. ``gflops`` is 2 x the counted multiply-accumulates of every
 convolution and matrix product (see glean_sr.analysis); ``conv_peak_gflops_per_s`` is the best
-throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN.
+throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN,
+interleaved with the timed runs: after each timed run the measured process waits while this
+one times the convolutions, so that both figures come from the same minutes of a machine whose
+speed drifts (see ``ConvProbe``).
 On the CPU the measured process keeps freed memory for reuse as ``glean_sr.Upscaler`` does, and
 runs with the glibc tunable the ``glean-sr`` inference commands set for themselves
 (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, see glean_sr.process); ``GLEAN_SR_REUSE_HEAP=0``
@@ -24,7 +27,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 #: (batch, channels, size) of the 3x3 convolutions used to measure the machine's conv throughput
 CONV_SHAPES = [(1, 64, 512), (1, 128, 256), (1, 256, 128), (1, 512, 64)]
 FORMATS = [torch.contiguous_format, torch.channels_last]
+#: what the measured process prints when it waits for the parent's conv probe
+PAUSE = "pause for the conv probe"
 
 
 def _sync(device: torch.device) -> None:
@@ -46,27 +53,41 @@ def _dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def conv_peak(device: torch.device, precision: str, repeats: int = 5) -> float:
+class ConvProbe:
     """Best GFLOP/s of a plain 3x3 convolution (C -> C, padding 1) over CONV_SHAPES, in both
-    memory formats (NCHW and channels-last)."""
-    dtype = _dtype(precision)
-    best = 0.0
-    shapes = [(shape, fmt) for shape in CONV_SHAPES for fmt in FORMATS]
-    for (n, c, s), fmt in shapes:
-        conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device, dtype, memory_format=fmt)
-        x = torch.randn(n, c, s, s, device=device, dtype=dtype).contiguous(memory_format=fmt)
-        flops = 2 * n * c * c * 9 * s * s
+    memory formats (NCHW and channels-last): each :meth:`measure` times every shape ``runs``
+    times after one untimed run (so weights and code are warm); :meth:`peak` is the best
+    shape's median over all measurements so far.
+
+    The benchmark measures between the model's timed runs, in its own process while the
+    measured one waits, so that the peak and the model's throughput are taken in the same
+    minutes: on a shared machine both drift (this project's VM: the peak alone measured
+    396-488 GFLOP/s in consecutive invocations), and a peak taken a quarter of a minute
+    earlier made the ratio swing with it.
+    """
+
+    def __init__(self, device: torch.device, precision: str, runs: int = 2):
+        self.device, self.runs = device, runs
+        dtype = _dtype(precision)
+        self.cases = []
+        for (n, c, s), fmt in [(shape, fmt) for shape in CONV_SHAPES for fmt in FORMATS]:
+            conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device, dtype, memory_format=fmt)
+            x = torch.randn(n, c, s, s, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            self.cases.append((conv, x, 2 * n * c * c * 9 * s * s, []))
+
+    def measure(self) -> None:
         with torch.no_grad():
-            conv(x)
-            _sync(device)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
+            for conv, x, _, times in self.cases:
                 conv(x)
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-        best = max(best, flops / statistics.median(times) / 1e9)
-    return best
+                _sync(self.device)
+                for _ in range(self.runs):
+                    t0 = time.perf_counter()
+                    conv(x)
+                    _sync(self.device)
+                    times.append(time.perf_counter() - t0)
+
+    def peak(self) -> float:
+        return max(flops / statistics.median(times) / 1e9 for _, _, flops, times in self.cases)
 
 
 def build_preset(name: str, device: torch.device) -> torch.nn.Module:
@@ -101,10 +122,11 @@ def run_one(
     warmup: int,
     repeats: int,
     compile: bool = False,
+    pause: Callable[[], None] | None = None,
 ):
     """Measure one configuration in this process; returns a result row (without the FLOP
     columns: the parent counts them, so that the counting machinery's memory is not in this
-    process's peak)."""
+    process's peak). ``pause`` is called after each timed run (the parent's conv probe)."""
     import resource
 
     from glean_sr.models.heap import reuse_freed_memory
@@ -132,6 +154,8 @@ def run_one(
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                if pause is not None:
+                    pause()
     latency = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row = {
@@ -152,11 +176,38 @@ def run_one(
 
 
 def _child(args: argparse.Namespace) -> int:
+    def pause() -> None:  # let the parent time its convolutions while this process waits
+        print(PAUSE, flush=True)
+        sys.stdin.readline()
+
     row = run_one(
-        args.preset[0], args.batch[0], args.precision[0], args.device, args.warmup, args.repeats
-    )
-    print(json.dumps(row))
+        args.preset[0], args.batch[0], args.precision[0], args.device, args.warmup,
+        args.repeats, pause=pause,
+    )  # fmt: skip
+    print(json.dumps(row), flush=True)
     return 0
+
+
+def run_child(cmd: list[str], env: dict[str, str], probe: ConvProbe) -> tuple[int, str, str]:
+    """Run a ``--child`` command, measuring ``probe`` each time it pauses; returns
+    ``(returncode, its last stdout line, its stderr)``."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        last = ""
+        for line in proc.stdout:
+            if line.strip() == PAUSE:
+                probe.measure()
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            elif line.strip():
+                last = line.strip()
+        proc.stdin.close()
+        code = proc.wait()
+        err.seek(0)
+        return code, last, err.read()
 
 
 def supported_precisions(device: str) -> list[str]:
@@ -201,7 +252,7 @@ def main() -> int:
     presets = args.preset or [n for n, p in PRESETS.items() if p.url] + ["lightglean_ffhq_16x"]
     precisions = args.precision or supported_precisions(args.device)
     device = torch.device(args.device)
-    peaks = {p: conv_peak(device, p) for p in precisions}
+    probes = {p: ConvProbe(device, p) for p in precisions}
     meta = {name: build_model(PRESETS[name].config, device="meta") for name in presets}
     rows = []
     header = (
@@ -236,25 +287,28 @@ def main() -> int:
                     "--repeats",
                     str(args.repeats),
                 ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if proc.returncode != 0:
+                probe = probes[precision]
+                probe.cases = [(c, x, f, []) for c, x, f, _ in probe.cases]  # this row's own
+                code, last, stderr = run_child(cmd, env, probe)
+                if code != 0:
                     print(
                         f"{preset:44s} {batch:5d} {precision:>5s} failed: "
-                        f"{proc.stderr.strip().splitlines()[-1:]}"
+                        f"{stderr.strip().splitlines()[-1:]}"
                     )
                     continue
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row = json.loads(last)
+                peak = probe.peak()
                 row["glibc_tunables"] = tunables
                 row["gflops"] = 2 * count_macs(meta[preset], batch=batch)["macs"] / 1e9
                 row["achieved_gflops_per_s"] = row["gflops"] / row["latency_s"]
-                row["conv_peak_gflops_per_s"] = peaks[precision]
-                row["ratio_to_conv_peak"] = row["achieved_gflops_per_s"] / peaks[precision]
+                row["conv_peak_gflops_per_s"] = peak
+                row["ratio_to_conv_peak"] = row["achieved_gflops_per_s"] / peak
                 rows.append(row)
-                peak = row["gpu_peak_bytes"] if row["gpu_peak_bytes"] else row["peak_rss_bytes"]
+                memory = row["gpu_peak_bytes"] or row["peak_rss_bytes"]
                 print(
                     f"{preset:44s} {batch:5d} {precision:>5s} {row['latency_s']:10.3f} "
-                    f"{row['images_per_s']:7.3f} {peak / 2**20:9.0f} {row['gflops']:8.1f} "
-                    f"{row['achieved_gflops_per_s']:8.1f} {peaks[precision]:9.1f} "
+                    f"{row['images_per_s']:7.3f} {memory / 2**20:9.0f} {row['gflops']:8.1f} "
+                    f"{row['achieved_gflops_per_s']:8.1f} {peak:9.1f} "
                     f"{row['ratio_to_conv_peak']:6.2f}",
                     flush=True,
                 )
