@@ -25,6 +25,7 @@ from glean_sr.models.ops import (
     plain_ops,
     shuffle_cat_head,
     shuffle_cat_rows,
+    taps_pay,
     upfirdn2d,
 )
 from glean_sr.models.registry import build_model
@@ -117,6 +118,14 @@ def test_conv_rows_by_taps_equals_the_convolution(out_channels, batch):
             torch.testing.assert_close(got, ref[:, :, lo:hi], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(got, conv_rows(x, start, lo, hi, h, weight, bias))
             assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_taps_only_where_they_pay():
+    x = torch.randn(1, 8, 4, 5).contiguous(memory_format=torch.channels_last)
+    assert taps_pay(x, torch.randn(3, 8, 3, 3))
+    assert not taps_pay(x, torch.randn(16, 8, 3, 3))  # enough outputs for oneDNN's vectors
+    assert not taps_pay(x.contiguous(), torch.randn(3, 8, 3, 3))
+    assert not taps_pay(x.bfloat16(), torch.randn(3, 8, 3, 3))  # would sum in bfloat16
 
 
 def test_rrdb_inference_path_equals_the_definition_and_training_is_untouched():

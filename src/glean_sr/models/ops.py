@@ -286,7 +286,7 @@ def shuffle_cat_head(
         z = conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
         del x  # (34 MB for GLEAN at 1024 px) not held through conv2 and the next band's input
         z = F.leaky_relu_(z, slope)
-        if is_channels_last(z) and conv2.weight.shape[0] <= FEW_OUTPUTS:
+        if taps_pay(z, conv2.weight):
             z = conv_rows_by_taps(z, a, top, bottom, h, conv2.weight, conv2.bias)
         else:
             z = conv_rows(z, a, top, bottom, h, conv2.weight, conv2.bias)
@@ -326,6 +326,19 @@ def conv_rows(
 
 #: up to this many output channels, :func:`conv_rows_by_taps` beats oneDNN's 3x3 convolution
 FEW_OUTPUTS = 4
+
+
+def taps_pay(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`conv_rows_by_taps` is the faster way to convolve ``x`` with ``weight``:
+    few outputs, float32 channels-last on the CPU. Not in bfloat16, where oneDNN's convolution
+    is fast (4.7 ms per 1024 x 128 band against 11) and the nine sums would round in bfloat16
+    (3x the error); not on GPUs, whose convolutions have no 16-lane output vector."""
+    return (
+        weight.shape[0] <= FEW_OUTPUTS
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and is_channels_last(x)
+    )
 
 
 def conv_rows_by_taps(
