@@ -127,8 +127,6 @@ def run_one(
     """Measure one configuration in this process; returns a result row (without the FLOP
     columns: the parent counts them, so that the counting machinery's memory is not in this
     process's peak). ``pause`` is called after each timed run (the parent's conv probe)."""
-    import resource
-
     from glean_sr.models.heap import reuse_freed_memory
 
     device = torch.device(device_name)
@@ -157,7 +155,7 @@ def run_one(
                 if pause is not None:
                     pause()
     latency = statistics.median(times)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = peak_rss_bytes()
     row = {
         "preset": preset,
         "device": device_name,
@@ -173,6 +171,24 @@ def run_one(
         "compiled": compile,
     }
     return row
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` of ``/proc/self/status`` where there is
+    one. ``ru_maxrss`` also keeps the peak of the process this one was started from (Linux
+    carries it across ``exec``), so a child would report at least its parent's peak: the
+    parent's convolution probes alone hold 768 MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, else KiB
 
 
 def _child(args: argparse.Namespace) -> int:
