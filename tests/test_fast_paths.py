@@ -146,6 +146,12 @@ def test_rrdb_inference_path_equals_the_definition_and_training_is_untouched():
     torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
     out.square().sum().backward()
     assert x.grad is not None and block.rdb1.conv1.weight.grad is not None
+    # an input that needs no gradient, weights that do (a frozen layer before): still plain
+    block.zero_grad()
+    out = block(x.detach())
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert block.rdb3.conv5.weight.grad is not None
 
 
 def test_blur_with_bias_and_asymmetric_padding():

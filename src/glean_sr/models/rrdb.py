@@ -38,7 +38,7 @@ class ResidualDenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C, H, W]`` -> ``[N, C, H, W]``."""
-        if fast_paths_enabled(x):
+        if fast_paths_enabled(x, *self.parameters()):
             # inference: activations in place, the residual in one pass into conv5's output
             act = F.leaky_relu_
             x1 = act(self.conv1(x), 0.2)
@@ -72,7 +72,7 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.rdb3(self.rdb2(self.rdb1(x)))
-        return residual_(x, y) if fast_paths_enabled(x) else y * 0.2 + x
+        return residual_(x, y) if fast_paths_enabled(x, y) else y * 0.2 + x
 
 
 class RRDBFeatureExtractor(nn.Module):
