@@ -5,18 +5,18 @@
     python benchmarks/inference.py --json results.json --device cuda
 
 Each configuration runs in a fresh child process so that its peak memory is its own: process
-peak RSS (``ru_maxrss``) on CPU, the allocator's peak on GPU. Weights are deterministic (seeded
-normal draws); building a preset downloads nothing. Latency is the median over ``--repeats``
-runs after ``--warmup`` runs. ``gflops`` is 2 x the counted multiply-accumulates of every
-convolution and matrix product (see glean_sr.analysis); ``conv_peak_gflops_per_s`` is the best
-throughput of plain 3x3 convolutions measured in the same run, on shapes that occur in GLEAN,
-interleaved with the timed runs: after each timed run the measured process waits while this
-one times the convolutions, so that both figures come from the same minutes of a machine whose
-speed drifts (see ``ConvProbe``).
-On the CPU the measured process keeps freed memory for reuse as ``glean_sr.Upscaler`` does, and
-runs with the glibc tunable the ``glean-sr`` inference commands set for themselves
-(``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, see glean_sr.process); ``GLEAN_SR_REUSE_HEAP=0``
-in the environment measures without both (see glean_sr.models.heap).
+peak RSS (``VmHWM``, see ``peak_rss_bytes``) on CPU, the allocator's peak on GPU. Weights are
+deterministic (seeded normal draws); building a preset downloads nothing. Latency is the median
+over ``--repeats`` runs after ``--warmup`` runs. ``gflops`` is 2 x the counted
+multiply-accumulates of every convolution and matrix product (see glean_sr.analysis);
+``conv_peak_gflops_per_s`` is the best throughput of plain 3x3 convolutions measured in the same
+run, on shapes that occur in GLEAN, interleaved with the timed runs: after each timed run the
+measured process waits while this one times the convolutions, so that both figures come from the
+same minutes of a machine whose speed drifts (see ``ConvProbe``). On the CPU the measured
+process keeps freed memory for reuse as ``glean_sr.Upscaler`` does, and runs with the glibc
+tunable the ``glean-sr`` inference commands set for themselves
+(``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, see glean_sr.process);
+``GLEAN_SR_REUSE_HEAP=0`` in the environment measures without both (see glean_sr.models.heap).
 """
 
 from __future__ import annotations
@@ -74,6 +74,11 @@ class ConvProbe:
             conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device, dtype, memory_format=fmt)
             x = torch.randn(n, c, s, s, device=device, dtype=dtype).contiguous(memory_format=fmt)
             self.cases.append((conv, x, 2 * n * c * c * 9 * s * s, []))
+
+    def reset(self) -> None:
+        """Forget the measurements so far (each row of the table has its own)."""
+        for _, _, _, times in self.cases:
+            times.clear()
 
     def measure(self) -> None:
         with torch.no_grad():
@@ -304,7 +309,7 @@ def main() -> int:
                     str(args.repeats),
                 ]
                 probe = probes[precision]
-                probe.cases = [(c, x, f, []) for c, x, f, _ in probe.cases]  # this row's own
+                probe.reset()
                 code, last, stderr = run_child(cmd, env, probe)
                 if code != 0:
                     print(
