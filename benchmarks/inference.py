@@ -203,7 +203,7 @@ def _child(args: argparse.Namespace) -> int:
 
     row = run_one(
         args.preset[0], args.batch[0], args.precision[0], args.device, args.warmup,
-        args.repeats, pause=pause,
+        args.repeats, compile=args.compile, pause=pause,
     )  # fmt: skip
     print(json.dumps(row), flush=True)
     return 0
@@ -307,6 +307,7 @@ def main() -> int:
                     str(args.warmup),
                     "--repeats",
                     str(args.repeats),
+                    *(["--compile"] if args.compile else []),
                 ]
                 probe = probes[precision]
                 probe.reset()
