@@ -208,7 +208,10 @@ class Upscaler:
         fit: ``None``, ``"crop"`` or ``"pad"``: how a non-square image is made square.
         batch_size: images per forward pass.
         compile: run the model through ``torch.compile`` (inductor): the first batch of each
-            shape compiles (minutes for a full-size model on a CPU), later ones run faster.
+            shape compiles (minutes for a full-size model on a CPU). Meant for GPUs: on a
+            2-core CPU the eager path's hand-written fast paths were faster and leaner
+            (GLEAN 64 -> 1024: 1.93 s and 1666 MiB compiled, 1.71-1.81 s and 1313-1376 MiB
+            eager; benchmarks/README.md).
 
     On a CPU device it calls :func:`glean_sr.models.heap.reuse_freed_memory` (glibc: freed
     activations stay in the heap for the next image instead of being unmapped and faulted in
