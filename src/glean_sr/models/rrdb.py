@@ -38,21 +38,15 @@ class ResidualDenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C, H, W]`` -> ``[N, C, H, W]``."""
-        if fast_paths_enabled(x, *self.parameters()):
-            # inference: activations in place, the residual in one pass into conv5's output
-            act = F.leaky_relu_
-            x1 = act(self.conv1(x), 0.2)
-            x2 = act(self.conv2(torch.cat((x, x1), 1)), 0.2)
-            x3 = act(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
-            x4 = act(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
-            x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-            return residual_(x, x5)
-        x1 = F.leaky_relu(self.conv1(x), 0.2)
-        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
-        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
-        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        # inference: activations in place, the residual in one pass into conv5's output
+        fast = fast_paths_enabled(x, *self.parameters())
+        act = F.leaky_relu_ if fast else F.leaky_relu
+        x1 = act(self.conv1(x), 0.2)
+        x2 = act(self.conv2(torch.cat((x, x1), 1)), 0.2)
+        x3 = act(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
+        x4 = act(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
+        return residual_(x, x5) if fast else x5 * 0.2 + x
 
 
 def residual_(x: Tensor, branch: Tensor) -> Tensor:
