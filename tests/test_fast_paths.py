@@ -261,8 +261,6 @@ def _banded_model(kind: str):
 def test_banded_last_block_model_equals_plain_ops(kind):
     """A 256 px model, whose bank's last block reaches the decoder as row bands, computes what
     the plain definition computes."""
-    from glean_sr.models.ops import plain_ops
-
     model, lq = _banded_model(kind)
     with torch.no_grad():
         assert model.band_last_block(lq)
@@ -318,8 +316,6 @@ def test_channels_last_weights_keep_values_and_conform(fixture_model, tmp_path):
 def test_channels_last_weights_in_the_banded_model(kind):
     """With the weights stored channels-last, the banded 256 px model, whose bank reads its
     up-sampling weights transposed, still computes the plain definition."""
-    from glean_sr.models.ops import plain_ops
-
     model, lq = _banded_model(kind)
     with torch.no_grad(), plain_ops():
         ref = model(lq)
