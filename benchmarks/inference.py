@@ -331,7 +331,7 @@ def main() -> int:
                     f"{preset:44s} {batch:5d} {precision:>5s} {row['latency_s']:10.3f} "
                     f"{row['images_per_s']:7.3f} {memory / 2**20:9.0f} {row['gflops']:8.1f} "
                     f"{row['achieved_gflops_per_s']:8.1f} {peak:9.1f} "
-                    f"{row['ratio_to_conv_peak']:6.2f}",
+                    f"{row['ratio_to_conv_peak']:6.3f}",
                     flush=True,
                 )
     if args.json:
