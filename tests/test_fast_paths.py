@@ -23,6 +23,7 @@ from glean_sr.models.ops import (
     make_fir_kernel,
     pixel_shuffle_cat,
     plain_ops,
+    relayout_,
     shuffle_cat_head,
     shuffle_cat_rows,
     taps_pay,
@@ -343,8 +344,6 @@ def test_upscaler_relays_out_only_the_models_it_loads(tiny_model, tiny_model_dir
 
 
 def test_relayout_keeps_values_and_storage():
-    from glean_sr.models.ops import relayout_
-
     t = torch.randn(1, 5, 6, 3, 3)
     ref, ptr = t.clone(), t.data_ptr()
     view = relayout_(t, (0, 2, 3, 4, 1))  # stored [1, in, k, k, out]
