@@ -28,10 +28,6 @@ COMMANDS = [
     "export-onnx",
 ]
 
-#: commands that run restorers image after image: they run with a compact heap
-#: (glean_sr.process.rerun_with_lean_heap; see glean_sr.models.heap)
-INFERENCE_COMMANDS = {"upscale", "faces", "eval"}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; ``argv`` defaults to ``sys.argv[1:]``. Run as the program (no
-    ``argv``), an inference command first re-runs itself once with glibc's small-block caches
-    off (:func:`glean_sr.process.rerun_with_lean_heap`), before anything heavy is imported."""
-    if argv is None and _command_of(sys.argv[1:]) in INFERENCE_COMMANDS:
-        from .process import rerun_with_lean_heap
-
-        rerun_with_lean_heap()
+    """The command line; ``argv`` defaults to ``sys.argv[1:]``."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # positionals after an option (`train RECIPE --resume key=value`) arrive as extras; a
@@ -85,11 +75,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-
-
-def _command_of(args: list[str]) -> str | None:
-    """The subcommand named in ``args`` (the first word that is not an option), if any."""
-    return next((a for a in args if not a.startswith("-")), None)
 
 
 if __name__ == "__main__":

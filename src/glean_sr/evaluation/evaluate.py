@@ -258,10 +258,7 @@ def _model_name(source: Any, taken: set[str]) -> str:
 
 def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
     from ..inference.upscaler import load_for_inference
-    from ..models.heap import reuse_freed_memory
 
-    if device.type == "cpu":
-        reuse_freed_memory()  # as the Upscaler runs models
     if not sources:
         raise ConfigError("give at least one model to evaluate (-m MODEL)")
     taken: set[str] = set()

@@ -53,7 +53,6 @@ from ..io import (
     to_array,
     to_pil,
 )
-from ..models.heap import reuse_freed_memory
 from . import FIT_MODES, PRECISION_NAMES, RESIZE_METHODS
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
@@ -251,8 +250,6 @@ class Upscaler:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            reuse_freed_memory()
         #: remarks about the chosen settings (e.g. a slow precision), for the caller to show
         self.notes: list[str] = []
         note = _check_precision(precision, self.device)
