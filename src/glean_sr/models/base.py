@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .heap import release_free_memory
 from .ops import (
     RowFunction,
     conv_of_rows,
@@ -116,8 +115,6 @@ class BankRestorer(nn.Module):
         conv1, act, conv2 = self.decoder[-1]
         hr_rows: RowFunction | None = None  # the streamed stage's input
         for block, res in stages:
-            if res == (penultimate if stream else out_size):
-                release_free_memory(hr)  # before the stages with the largest activations
             if res == out_size:  # the last stage runs fused with the head
                 y: Tensor | RowFunction
                 if hr_rows is not None:

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StyleGAN2Config
-from .heap import release_free_memory
 from .ops import (
     LRELU_GAIN,
     LRELU_SLOPE,
@@ -580,11 +579,7 @@ class StyleGAN2Generator(nn.Module):
         """
         up_conv, conv, _ = self.block(res)
         layer = self.first_layer(res)
-        if release_memory:
-            release_free_memory(x)
         x = up_conv(x, ws[:, layer], self.noise(layer, x, noise_mode))
-        if release_memory:
-            release_free_memory(x)
         return conv(x, ws[:, layer + 1], self.noise(layer + 1, x, noise_mode))
 
     def block_rows(
