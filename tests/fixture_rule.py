@@ -1,18 +1,19 @@
-"""The shared conformance fixtures' weight-fill rule (../shared/fixtures/glean_conformance),
+"""The conformance fixtures' weight-fill rule (tests/data/glean_conformance/fixture_rule.json),
 implemented independently of glean_sr so tests can build reference-style files from it."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
-SHARED = Path(os.environ.get("GLEAN_SR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-CONFORMANCE = SHARED / "fixtures" / "glean_conformance"
-KEY_LAYOUTS = SHARED / "fixtures" / "glean_keys"
+DATA = Path(__file__).resolve().parent / "data"
+#: Reference outputs of mmagic's GLEANStyleGANv2 for weights drawn by the fill rule below.
+CONFORMANCE = DATA / "glean_conformance"
+#: The full tensor layout (key, shape) of each released mmediting GLEAN checkpoint.
+KEY_LAYOUTS = DATA / "glean_keys"
 
 
 def read_keys(path: Path) -> list[tuple[str, tuple[int, ...]]]:

@@ -1,4 +1,4 @@
-"""Released-style checkpoints built from the shared fill rule reproduce the reference outputs."""
+"""Released-style checkpoints built from the fixtures' fill rule reproduce the reference outputs."""
 
 from __future__ import annotations
 

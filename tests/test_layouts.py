@@ -1,4 +1,4 @@
-"""Every released checkpoint layout (../shared/fixtures/glean_keys) loads with no size argument."""
+"""Every released checkpoint layout (tests/data/glean_keys) loads with no size argument."""
 
 from __future__ import annotations
 
