@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from glean_sr.errors import WeightsError
-from glean_sr.models.vgg import CONV4_3, VGG16Features, load_vgg16_features
+from glean_sr.models.vgg import CONV4_3, VGG16Features
 from glean_sr.training.losses import PerceptualLoss
 from glean_sr.weights.hub import sha256_file
+from glean_sr.weights.vgg import load_vgg16_features
 from training_helpers import TORCHVISION_CONVS, torchvision_layout_state_dict
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.ops import plain_ops
+from .models.registry import build_model
 
 
 def _module_macs_hook(counter: list[int]):
@@ -41,8 +41,6 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
 
     ``model`` may be on any device; a meta-device copy is used, so real weights are untouched.
     """
-    from .models.registry import build_model
-
     meta = build_model(model.config, device="meta").eval()
     counter = [0]
     handles = [
@@ -53,9 +51,7 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
     lq = torch.empty(batch, meta.img_channels, meta.in_size, meta.in_size, device="meta")
     flops = FlopCounterMode(display=False)
     try:
-        # the plain definitions: the count is the model's, not that of glean-sr's banded or
-        # fused execution (which recomputes a few halo rows)
-        with plain_ops(), torch.no_grad(), flops:
+        with torch.no_grad(), flops:
             meta(lq)
     finally:
         for h in handles:

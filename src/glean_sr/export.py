@@ -1,7 +1,7 @@
 """ONNX export of a restorer, checked against onnxruntime.
 
-The graph is exported from the networks' plain definitions (:func:`glean_sr.models.ops.plain_ops`:
-modulation on the activations, so one graph serves every batch size) with a dynamic batch
+The graph is exported with the bank's modulation on the activations
+(``ModulatedConv2d.fused_modconv = False``: one graph serves every batch size) and a dynamic batch
 dimension and the fixed ``in_size x in_size`` input. Input ``lq``: ``[N, C, in, in]`` float32 RGB
 in [-1, 1]; output ``sr``: ``[N, C, out, out]``.
 """
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import GleanError, missing_extra
+from .models.stylegan2 import ModulatedConv2d
 
 #: the largest difference to PyTorch accepted by :func:`verify_onnx` (float32, outputs O(1))
 ONNX_TOLERANCE = 1e-3
@@ -38,8 +39,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int | None 
     """Write ``model`` as one ONNX file (weights included), atomically. Returns the path."""
     _require("onnx")
     _require("onnxscript")
-    from .models.ops import plain_ops
-
     out = Path(path)
     model = model.eval().to("cpu")
     # an example batch of 2: with 1 the tracer would tie the batch to the noise maps' size 1
@@ -49,11 +48,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int | None 
     quiet = io.StringIO()
     loggers = [logging.getLogger(n) for n in ("torch", "onnxscript")]
     levels = [lg.level for lg in loggers]
+    modconvs = [m for m in model.modules() if isinstance(m, ModulatedConv2d)]
     try:
         for lg in loggers:
             lg.setLevel(logging.CRITICAL)  # the exporter's progress and tracebacks
+        for m in modconvs:
+            m.fused_modconv = False
         with (
-            plain_ops(),
             torch.no_grad(),
             warnings.catch_warnings(),
             contextlib.redirect_stdout(quiet),
@@ -75,6 +76,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int | None 
         first = (str(exc).strip().splitlines() or [""])[0]
         raise GleanError(f"ONNX export failed: {type(exc).__name__}: {first}") from None
     finally:
+        for m in modconvs:
+            del m.fused_modconv  # back to the class default
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
         if os.path.exists(tmp):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StyleGAN2DiscriminatorConfig
-from .stylegan2 import BiasAct, EqualizedWeight, EqualLinear, FIRFilter
+from .layers import BiasAct, EqualizedWeight, EqualLinear, FIRFilter
 
 
 class EqualConv2d(nn.Module):

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ..config import GLEANConfig
 from .base import BankRestorer
-from .ops import RowFunction, as_format, is_channels_last
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -112,34 +111,21 @@ class GLEAN(BankRestorer):
         latents = latents.view(lq.shape[0], self.config.num_latents, self.config.style_channels)
         return latents, feats
 
-    def bank_features(
-        self, latents: Tensor, feats: dict[int, Tensor], *, band_last: bool = False
-    ) -> dict[int, Tensor | RowFunction]:
-        """Run the bank with encoder features fused in; returns its features above ``in_size``.
-
-        ``feats`` is consumed: entries below ``in_size`` are removed once fused, so their memory
-        is released as early as possible. With ``band_last`` the feature at ``out_size`` is a
-        row function (:meth:`StyleGAN2Generator.block_rows`) for the decoder to call band by band.
-        """
+    def bank_features(self, latents: Tensor, feats: dict[int, Tensor]) -> dict[int, Tensor]:
+        """Run the bank with the encoder features fused in (CVPR Eq. 3): at each resolution
+        ``res <= in_size`` the bank's feature and ``feats[res]`` are concatenated and fused by a
+        3x3 convolution before the next style block. Returns the bank's features above
+        ``in_size``, ``{res: [N, C_res, res, res]}``, which the decoder takes."""
         bank = self.generator
-        in_size = self.config.in_size
         fusion = dict(zip(self.config.fusion_resolutions, self.fusion_out, strict=True))
-        x = as_format(bank.constant_input(latents.shape[0]), is_channels_last(feats[in_size]))
+        x = bank.constant_input(latents.shape[0])
         x = bank.conv1(x, latents[:, 0], bank.noise(0, x, "const"))
         out: dict[int, Tensor] = {}
         for res in bank.config.resolutions:
-            prev = res // 2
-            if prev <= in_size:
-                feat = feats[prev] if prev == in_size else feats.pop(prev)
-                x = fusion[prev](torch.cat((x, feat), 1))
-                del feat
-            if band_last and res == bank.config.resolution:
-                out[res] = bank.block_rows(res, x, latents)
-                break
-            # the largest block: hand freed memory back first (see release_free_memory)
-            last = res == bank.config.resolution and res >= 256
-            x = bank.style_block(res, x, latents, release_memory=last)
-            if res > in_size:
+            if res // 2 <= self.config.in_size:
+                x = fusion[res // 2](torch.cat((x, feats[res // 2]), 1))
+            x = bank.style_block(res, x, latents)
+            if res > self.config.in_size:
                 out[res] = x
         return out
 
@@ -147,11 +133,8 @@ class GLEAN(BankRestorer):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
-        if (sr := self.per_sample(lq)) is not None:
-            return sr
-        latents, feats = self.encode(self.to_internal_format(lq))
-        bank_feats = self.bank_features(latents, feats, band_last=self.band_last_block(lq))
-        return self.run_decoder(feats.pop(self.config.in_size), bank_feats).contiguous()
+        latents, feats = self.encode(lq)
+        return self.decode(feats[self.config.in_size], self.bank_features(latents, feats))
 
     def extra_repr(self) -> str:
         c = self.config

@@ -47,7 +47,6 @@ from torch import Tensor, nn
 
 from ..config import LightGLEANConfig
 from .base import BankRestorer
-from .ops import RowFunction
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -139,24 +138,16 @@ class LightGLEAN(BankRestorer):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``sr: [N, img_channels, out_size, out_size]``, RGB, nominally [-1, 1], not clamped."""
         self.check_input(lq)
-        if (sr := self.per_sample(lq)) is not None:
-            return sr
         bank = self.generator
-        f0 = self.encoder(self.to_internal_format(lq))  # [N, C_in, in, in]
+        f0 = self.encoder(lq)  # [N, C_in, in, in]
         x = self.bank_input(f0)  # [N, C_in/2, in/2, in/2]
         ws = self.latent_codes(bank.style_mapping, lq.shape[0])  # [N, L, S]
-        feats: dict[int, Tensor | RowFunction] = {}
-        band_last = self.band_last_block(lq)
-        for res in self.config.bank_resolutions:
-            last = res == self.config.out_size
-            if last and band_last:  # computed band by band with the decoder's head
-                feats[res] = bank.block_rows(res, x, ws)
-                break
-            x = bank.style_block(res, x, ws, release_memory=last and res >= 256)
+        feats: dict[int, Tensor] = {}
+        for res in self.config.bank_resolutions:  # Eq. 10: g_i0 = S_i0(c_i0, f0), then S_i
+            x = bank.style_block(res, x, ws)
             if res > self.config.in_size:
                 feats[res] = x
-        del x
-        return self.run_decoder(f0, feats).contiguous()
+        return self.decode(f0, feats)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import fast_paths_enabled, pixel_shuffle_cat
-
 
 def esrgan_init_(module: nn.Module, scale: float) -> None:
     """Kaiming-normal (fan_in, ReLU gain) scaled by ``scale``, zero bias, for every conv/linear."""
@@ -38,21 +36,12 @@ class ResidualDenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [N, C, H, W]`` -> ``[N, C, H, W]``."""
-        # inference: activations in place, the residual in one pass into conv5's output
-        fast = fast_paths_enabled(x, *self.parameters())
-        act = F.leaky_relu_ if fast else F.leaky_relu
-        x1 = act(self.conv1(x), 0.2)
-        x2 = act(self.conv2(torch.cat((x, x1), 1)), 0.2)
-        x3 = act(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
-        x4 = act(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        x1 = F.leaky_relu(self.conv1(x), 0.2)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return residual_(x, x5) if fast else x5 * 0.2 + x
-
-
-def residual_(x: Tensor, branch: Tensor) -> Tensor:
-    """``x + 0.2 * branch``, written over ``branch`` (a fresh tensor nothing else holds) in one
-    pass: what ``branch * 0.2 + x`` computes in two passes and a new tensor. Inference only."""
-    return torch.add(x, branch, alpha=0.2, out=branch)
+        return x5 * 0.2 + x
 
 
 class RRDB(nn.Module):
@@ -66,7 +55,7 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.rdb3(self.rdb2(self.rdb1(x)))
-        return residual_(x, y) if fast_paths_enabled(x, y) else y * 0.2 + x
+        return y * 0.2 + x
 
 
 class RRDBFeatureExtractor(nn.Module):
@@ -97,7 +86,6 @@ class PixelShufflePack(nn.Module):
         )
         esrgan_init_(self, 1.0)
 
-    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        """``x: [N, in, H, W]`` -> ``[N, out, H * scale, W * scale]``; with ``extra: [N, E,
-        H * scale, W * scale]``, ``cat((that, extra), 1)`` built in one buffer."""
-        return pixel_shuffle_cat(self.upsample_conv(x), extra, self.scale)
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [N, in, H, W]`` -> ``[N, out, H * scale, W * scale]``."""
+        return F.pixel_shuffle(self.upsample_conv(x), self.scale)

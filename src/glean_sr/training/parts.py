@@ -122,7 +122,7 @@ def build_parts(recipe: Recipe, device: torch.device, info: DistInfo) -> Parts:
     """Load the bank (and discriminator) from their file, build the restorer around it, the
     perceptual loss, optimisers and schedules. Seeded, so every process builds the same."""
     from ..models.registry import MODEL_TYPES
-    from ..models.vgg import load_vgg16_features
+    from ..weights.vgg import load_vgg16_features
     from .bank import load_training_bank
 
     lo, opt, t = recipe.loss, recipe.optim, recipe.train

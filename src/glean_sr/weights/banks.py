@@ -50,9 +50,9 @@ from ..errors import ConfigError, GleanError, WeightsError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import NoiseMode, StyleGAN2Generator
 from ..presets import BANK_PRESETS
+from ..serialization import CONFIG_NAME, WEIGHTS_NAME, save_state_dict_safetensors
 from . import hub
 from .glean_format import to_float32
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, save_state_dict_safetensors
 from .safe_load import read_weights_file
 from .stylegan2_common import ConvertedBank
 

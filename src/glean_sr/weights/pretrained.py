@@ -21,17 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write_bytes
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, WeightsError
 from ..models.registry import build_model
 from ..presets import PRESETS, Preset, find_preset_for_config
+from ..serialization import CONFIG_NAME, WEIGHTS_NAME
 from . import hub
 from .glean_format import compare_state_dict, infer_config, to_float32, unwrap_restorer_checkpoint
 from .safe_load import read_weights_file
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -167,36 +164,6 @@ def load_model(
     if hasattr(model, "freeze_bank"):
         model.freeze_bank()
     return model.to(device).eval()
-
-
-def save_state_dict_safetensors(
-    sd: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    """Write a safetensors file atomically (temporary file + rename)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-    atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
-
-
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory``.
-
-    Each file is written to a temporary name and renamed, so an interrupted save never leaves a
-    half-written file under the final name.
-    """
-    from .. import __version__
-
-    out = Path(directory).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError("save_pretrained needs a glean-sr model (it has no .config)")
-    meta = {"format": "pt", "glean_sr_version": __version__, "model_type": config.model_type}
-    save_state_dict_safetensors(model.state_dict(), out / WEIGHTS_NAME, meta)
-    text = json.dumps(config_to_dict(config), indent=2) + "\n"
-    atomic_write_bytes(out / CONFIG_NAME, text.encode())
-    return out
 
 
 def describe(source: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""The glean-sr model directory: ``config.json`` + ``model.safetensors``, written atomically.
+
+The writer sits below both the networks and the loaders (:mod:`glean_sr.weights.pretrained`
+reads these directories), so that a model can save itself without the networks importing the
+weight loaders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from .atomic import atomic_write_bytes
+from .config import config_to_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_state_dict_safetensors(
+    sd: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file atomically (temporary file + rename)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory``.
+
+    Each file is written to a temporary name and renamed, so an interrupted save never leaves a
+    half-written file under the final name.
+    """
+    from . import __version__
+
+    out = Path(directory).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("save_pretrained needs a glean-sr model (it has no .config)")
+    meta = {"format": "pt", "glean_sr_version": __version__, "model_type": config.model_type}
+    save_state_dict_safetensors(model.state_dict(), out / WEIGHTS_NAME, meta)
+    text = json.dumps(config_to_dict(config), indent=2) + "\n"
+    atomic_write_bytes(out / CONFIG_NAME, text.encode())
+    return out
