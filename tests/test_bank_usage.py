@@ -74,6 +74,7 @@ def test_convert_bank_never_overwrites_unasked(snapshot, bank_dir, capsys):
     assert "--overwrite" in err and err.count("\n") == 1  # refused before loading anything
 
 
+@pytest.mark.slow
 def test_sample_bank_writes_the_grid_of_the_banks_images(bank_dir, tmp_path):
     out = tmp_path / "grid.png"
     result = run_cli("sample-bank", str(bank_dir), "-o", str(out), "--seed", "3", "--num", "5")

@@ -42,6 +42,7 @@ def faces_run(photos, tiny_model_dir, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_each_photo_gets_one_line_and_the_batch_goes_on(faces_run, photos):
     result, _ = faces_run
     assert result.returncode == 1, result.stderr  # two inputs failed
@@ -60,6 +61,7 @@ def test_each_photo_gets_one_line_and_the_batch_goes_on(faces_run, photos):
     )
 
 
+@pytest.mark.slow
 def test_outputs_are_written(faces_run):
     _, out = faces_run
     with Image.open(out / "astronaut_faces.png") as im:
@@ -81,6 +83,7 @@ def test_outputs_are_written(faces_run):
     assert not (out / "coffee_faces_crops").exists()
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_kept(faces_run, photos, tiny_model_dir):
     _, out = faces_run
     before = (out / "astronaut_faces.png").read_bytes()

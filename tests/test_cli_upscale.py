@@ -82,6 +82,7 @@ GOOD = {  # output name -> (size (w, h), Pillow mode)
 }
 
 
+@pytest.mark.slow
 def test_good_images_are_restored_with_their_sizes_and_modes(batch_run):
     result, out, _ = batch_run
     assert "Traceback" not in result.stderr
@@ -94,6 +95,7 @@ def test_good_images_are_restored_with_their_sizes_and_modes(batch_run):
     assert "done: 11 restored, 7 failed of 18" in result.stdout
 
 
+@pytest.mark.slow
 def test_16bit_alpha_icc_and_exif_are_carried(batch_run, inputs):
     result, out, _ = batch_run
     samples, info = png_decode((out / "deep16_x4.png").read_bytes())
@@ -112,6 +114,7 @@ def test_16bit_alpha_icc_and_exif_are_carried(batch_run, inputs):
     assert "padding removed: 32x32 -> 16x32" in rotated
 
 
+@pytest.mark.slow
 def test_every_bad_file_gets_one_line_and_the_exit_status_says_so(batch_run, inputs):
     result, _, text_file = batch_run
     _, expected_bad, _ = inputs
@@ -134,6 +137,7 @@ def two_images(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_outputs_are_kept_unless_overwrite_and_inputs_never_touched(two_images, tiny_model_dir):
     out = two_images.parent / "out"
     model = ["-m", str(tiny_model_dir)]
@@ -160,6 +164,7 @@ def test_outputs_are_kept_unless_overwrite_and_inputs_never_touched(two_images, 
     assert (two_images / "a.png").read_bytes() == source
 
 
+@pytest.mark.slow
 def test_formats_globs_recursion_and_the_size_contract(two_images, tiny_model_dir):
     sub = two_images / "more"
     sub.mkdir()

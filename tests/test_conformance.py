@@ -72,6 +72,7 @@ def test_intermediate_statistics_match(released_file):
         assert feat.double().std().item() == pytest.approx(ref["std"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_model_directory_round_trip_is_exact(released_file, tmp_path):
     _, path = released_file
     model = load_model(path)

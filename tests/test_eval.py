@@ -59,6 +59,7 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_eval_writes_csv_json_html(report_dir, gt_dir):
     for name in ("per_image.csv", "summary.json", "report.html"):
         assert (report_dir / name).is_file() and (report_dir / name).stat().st_size > 0
@@ -84,6 +85,7 @@ def test_eval_writes_csv_json_html(report_dir, gt_dir):
         assert crop.relative_to(report_dir).as_posix() in html
 
 
+@pytest.mark.slow
 def test_eval_values_match_independent_computation(report_dir, gt_dir, tiny_model_dir):
     """Bicubic and model rows recomputed here: LQ = MATLAB imresize of the 8-bit GT, outputs
     rounded to 8 bits, PSNR/SSIM by scikit-image."""
@@ -231,6 +233,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
     browser = _chromium()
     if browser is None:

@@ -299,6 +299,7 @@ def _random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_metric_through_evaluate(tmp_path):
     """NIQE, LPIPS, FID, ArcFace and dlib identity on 256x256 photo crops: each column is
     filled for every method and FID is reported per method."""

@@ -11,6 +11,7 @@ from conftest import run_cli
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 
+@pytest.mark.slow
 def test_export_onnx_cli_and_onnxruntime_agree(tiny_model, tiny_model_dir, tmp_path):
     out = tmp_path / "tiny.onnx"
     result = run_cli("export-onnx", str(tiny_model_dir), str(out))

@@ -187,6 +187,7 @@ def test_both_memory_formats_conform(fixture_model, channels_last):
     np.testing.assert_allclose(sr.numpy(), ref, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
     """bf16 / fp16 autocast against fp32 on the conformance fixture: PSNR over the output's
@@ -198,6 +199,7 @@ def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
     assert psnr >= 45.0, psnr
 
 
+@pytest.mark.slow
 def test_inference_benchmark_writes_its_rows(tmp_path):
     """The benchmark script runs a preset end to end and writes every documented column."""
     import json

@@ -41,6 +41,7 @@ def test_layout_infers_preset_architecture_exactly(name):
     assert expected == found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_layout_file_loads_through_load_model(name, tmp_path):
     """A full-size file with this exact layout (zeros) goes through the real loading path."""

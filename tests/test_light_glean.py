@@ -159,6 +159,7 @@ def test_upscale_cli_runs_a_lightglean(tiny_light, tmp_path):
     assert out.shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_short_training_run_lowers_the_loss(tmp_path):
     """The training pipeline (glean-sr train's loop) on a tiny LightGLEAN and real photos."""
     from glean_sr.training.loop import train

@@ -38,6 +38,7 @@ def test_other_presets_total_parameters(name, total):
     assert model.parameter_counts()["total"] == total
 
 
+@pytest.mark.slow
 def test_info_cli_on_preset_needs_no_download():
     result = run_cli("info", "glean_ffhq_16x", "--json")
     assert result.returncode == 0, result.stderr

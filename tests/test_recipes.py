@@ -148,6 +148,7 @@ def test_recipe_changes_lists_dotted_keys():
     assert recipe_changes(a, b) == ["model.num_rrdbs", "train.log_interval"]
 
 
+@pytest.mark.slow
 def test_cli_lists_and_prints_recipes():
     listed = run_cli("train", "--list")
     assert listed.returncode == 0 and set(REFERENCE) <= set(listed.stdout.split())

@@ -55,6 +55,7 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_keeps_the_bank(assets, tmp_path):
     """All three loss terms (VGG16 with test weights), TensorBoard on, 10 steps."""
     from glean_sr.cli import main
@@ -130,6 +131,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, log: Path, timeout: float = 240
     raise AssertionError("no checkpoint was written in time")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_the_same_run(assets, tmp_path):
     common = {"optim": {"total_steps": 1000}, "train": {"checkpoint_interval": 2, "batch_size": 2}}
     reference = tiny_recipe_dict(
@@ -185,6 +187,7 @@ def test_resume_after_sigkill_continues_the_same_run(assets, tmp_path):
     assert a["fingerprints"] == b["fingerprints"]
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_keeps_replicas_identical_and_the_bank_untouched(assets, tmp_path):
     data = tiny_recipe_dict(
         tmp_path,

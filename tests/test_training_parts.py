@@ -315,6 +315,7 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_different_one(assets, tmp_pa
     ]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_step_with_a_checkpoint(assets, tmp_path):
     """A cluster's pre-emption notice: stop cleanly, resumable, at a step boundary."""
     recipe = _recipe(assets, tmp_path, loss={"gan_weight": 0.0})

@@ -179,6 +179,7 @@ def test_invalid_settings_are_one_line_errors(tiny_model):
         glean_sr.Upscaler(torch.nn.Conv2d(3, 3, 1), device="cpu")
 
 
+@pytest.mark.slow
 def test_compiled_model_gives_the_same_images(tiny_model, astronaut):
     """torch.compile (inductor, C++ on the CPU) changes the execution, not the result."""
     small = imresize(astronaut, size=(IN, IN))

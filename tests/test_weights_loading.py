@@ -74,6 +74,7 @@ def test_unknown_extra_in_released_container_is_unexpected(tiny_model, tmp_path)
         load_model(path)
 
 
+@pytest.mark.slow
 def test_file_of_another_preset_names_it(tmp_path):
     """Insisting on one preset while the file is another: the error says which it fits."""
     from glean_sr import PRESETS
@@ -165,6 +166,7 @@ def test_unknown_source_lists_presets():
         load_model("no_such_model")
 
 
+@pytest.mark.slow
 def test_convert_and_info_cli(tiny_model, tmp_path):
     src = tmp_path / "m.pth"
     torch.save(_released(tiny_model), src, _use_new_zipfile_serialization=False)
