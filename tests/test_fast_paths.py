@@ -1,4 +1,4 @@
-"""The inference fast paths compute exactly what their plain definitions compute."""
+"""The CPU fast path (glean_sr.inference.cpu_fast) computes what the plain definitions compute."""
 
 from __future__ import annotations
 
@@ -13,24 +13,26 @@ from torch import nn
 
 from conftest import set_noise_strengths
 from fixture_rule import CONFORMANCE, fill_state_dict, read_keys
-from glean_sr.models.ops import (
-    blur2d,
+from glean_sr.inference.cpu_fast import (
+    CPUFastPath,
+    Options,
+    accelerate,
+    block_rows,
     conv_of_rows,
     conv_rows,
     conv_rows_by_taps,
     conv_transpose_blur,
     is_channels_last,
-    make_fir_kernel,
+    modulated_conv,
     pixel_shuffle_cat,
-    plain_ops,
-    relayout_,
     shuffle_cat_head,
     shuffle_cat_rows,
+    style_conv,
     taps_pay,
-    upfirdn2d,
 )
+from glean_sr.models.ops import blur2d, make_fir_kernel, upfirdn2d
 from glean_sr.models.registry import build_model
-from glean_sr.models.rrdb import RRDB
+from glean_sr.models.stylegan2 import ModulatedConv2d, ModulatedStyleConv
 from glean_sr.weights.glean_format import infer_config
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
@@ -129,32 +131,6 @@ def test_taps_only_where_they_pay():
     assert not taps_pay(x.bfloat16(), torch.randn(3, 8, 3, 3))  # would sum in bfloat16
 
 
-def test_rrdb_inference_path_equals_the_definition_and_training_is_untouched():
-    torch.manual_seed(0)
-    block = RRDB(8, 4)
-    for conv in block.modules():
-        if isinstance(conv, nn.Conv2d):  # O(1) branches, so that the residuals matter
-            nn.init.normal_(conv.weight, 0.0, 1.0 / math.sqrt(conv.weight[0].numel()))
-    x = torch.randn(2, 8, 6, 5).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        got = block(x)
-        with plain_ops():
-            ref = block(x)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-    # with autograd recording, the plain definition runs (no in-place writes) and trains
-    x.requires_grad_(True)
-    out = block(x)
-    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
-    out.square().sum().backward()
-    assert x.grad is not None and block.rdb1.conv1.weight.grad is not None
-    # an input that needs no gradient, weights that do (a frozen layer before): still plain
-    block.zero_grad()
-    out = block(x.detach())
-    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
-    out.square().sum().backward()
-    assert block.rdb3.conv5.weight.grad is not None
-
-
 def test_blur_with_bias_and_asymmetric_padding():
     x = torch.randn(2, 3, 9, 8)
     k = torch.arange(1.0, 17.0).reshape(4, 4)
@@ -174,17 +150,15 @@ def fixture_model():
     return model.eval(), lq, np.load(CONFORMANCE / "fixture_a" / "output.npy")
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_both_memory_formats_conform(fixture_model, channels_last):
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_and_plain_paths_conform(fixture_model, fast):
     model, lq, ref = fixture_model
-    model.channels_last = channels_last
-    try:
-        with torch.no_grad():
-            sr = model(lq)
-    finally:
-        model.channels_last = True
-    assert sr.is_contiguous()
-    np.testing.assert_allclose(sr.numpy(), ref, atol=1e-4)
+    run = CPUFastPath(model) if fast else model
+    with torch.no_grad():
+        sr = run(torch.cat((lq, lq)))  # a batch: the fast path runs it image by image
+    assert sr.is_contiguous() and not sr.requires_grad
+    np.testing.assert_allclose(sr[:1].numpy(), ref, atol=1e-4)
+    np.testing.assert_allclose(sr[1:].numpy(), ref, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -194,7 +168,7 @@ def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
     nominal [-1, 1] range (peak-to-peak 2). Measured: bf16 55.5 dB, fp16 73 dB."""
     model, lq, ref = fixture_model
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
-        sr = model(lq).float().numpy()
+        sr = CPUFastPath(model)(lq).float().numpy()
     psnr = 10 * math.log10(4 / float(np.mean((sr - ref) ** 2)))
     assert psnr >= 45.0, psnr
 
@@ -228,8 +202,7 @@ def test_inference_benchmark_writes_its_rows(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("noise_mode", ["const", "none"])
-def test_block_rows_equal_the_whole_block(fmt, batch, noise_mode):
+def test_block_rows_equal_the_whole_block(fmt, batch):
     """Any partition into bands, including bands of one row and odd starts, gives the block."""
     from glean_sr.config import StyleGAN2Config
     from glean_sr.models.stylegan2 import StyleGAN2Generator
@@ -240,8 +213,8 @@ def test_block_rows_equal_the_whole_block(fmt, batch, noise_mode):
     x = torch.randn(batch, 512, 16, 16).contiguous(memory_format=fmt)
     ws = torch.randn(batch, bank.config.num_latents, 16)
     with torch.no_grad():
-        ref = bank.style_block(32, x, ws, noise_mode)
-        rows = bank.block_rows(32, x, ws, noise_mode)
+        ref = bank.style_block(32, x, ws)
+        rows = block_rows(bank, 32, x, ws)
         for cuts in ([0, 32], [0, 1, 2, 5, 12, 13, 31, 32], [0, 7, 20, 32]):
             got = torch.cat([rows(a, b) for a, b in itertools.pairwise(cuts)], 2)
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
@@ -261,97 +234,81 @@ def _banded_model(kind: str):
 
 
 @pytest.mark.parametrize("kind", ["glean", "lightglean"])
-def test_banded_last_block_model_equals_plain_ops(kind):
+def test_banded_last_block_model_equals_plain_definition(kind):
     """A 256 px model, whose bank's last block reaches the decoder as row bands, computes what
     the plain definition computes."""
     model, lq = _banded_model(kind)
+    fast = accelerate(model, "cpu")
+    assert isinstance(fast, CPUFastPath) and fast.out_size > fast.options.rows
     with torch.no_grad():
-        assert model.band_last_block(lq)
-        got = model(lq)
-        with plain_ops():
-            ref = model(lq)
+        got = fast(lq)
+        ref = model(lq)
     assert got.is_contiguous() and got.shape == (1, 3, 256, 256)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def _weight_layouts(model) -> dict[str, bool]:
-    """For each convolution weight: is it stored as a channels-last convolution reads it?"""
-    from glean_sr.models.stylegan2 import ModulatedConv2d
-
-    cl = torch.channels_last
-    found = {}
-    for name, module in model.named_modules():
-        if isinstance(module, ModulatedConv2d) and module.kernel_size > 1:
-            w = module.weight_orig[0]  # [out, in, k, k]; up-sampling reads it transposed
-            w = w.transpose(0, 1) if module.upsample else w
-            found[name] = w.is_contiguous(memory_format=cl)
-        elif isinstance(module, nn.Conv2d) and module.kernel_size[0] > 1:
-            found[name] = module.weight.is_contiguous(memory_format=cl)
-    return found
-
-
-def test_channels_last_weights_keep_values_and_conform(fixture_model, tmp_path):
-    """The Upscaler's weight layout on the CPU: every convolution weight laid out as the
-    channels-last convolutions read it (no copy per call), same values, same outputs, and a
-    saved directory that loads back into an ordinary model."""
-    import copy
-
-    from glean_sr.weights.pretrained import load_model
-
-    model, lq, ref = fixture_model
-    model = copy.deepcopy(model)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert not all(_weight_layouts(model).values())
-    model.store_weights_channels_last()
-    layouts = _weight_layouts(model)
-    assert len(layouts) > 20 and all(layouts.values()), layouts
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    assert all(torch.equal(after[k], v) for k, v in before.items())
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("size", [2, 12])  # activation- and weight-modulated
+def test_modulated_conv_with_folded_gain_and_bias(upsample, batch, fmt, size):
+    torch.manual_seed(0)
+    mod = ModulatedConv2d(6, 5, 3, 8, upsample=upsample)
+    x = torch.randn(batch, 6, size, size).contiguous(memory_format=fmt)
+    w, bias = torch.randn(batch, 8), torch.randn(5)
     with torch.no_grad():
-        sr = model(lq)
-    np.testing.assert_allclose(sr.numpy(), ref, atol=1e-4)
-    loaded = load_model(model.save_pretrained(tmp_path / "m"))
-    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in before.items())
+        ref = 1.7 * mod(x, w) + bias[None, :, None, None]
+        got = modulated_conv(mod, x, w, gain=1.7, bias=bias)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert is_channels_last(got) == (fmt == torch.channels_last)
 
 
-@pytest.mark.parametrize("kind", ["glean", "lightglean"])
-def test_channels_last_weights_in_the_banded_model(kind):
-    """With the weights stored channels-last, the banded 256 px model, whose bank reads its
-    up-sampling weights transposed, still computes the plain definition."""
-    model, lq = _banded_model(kind)
-    with torch.no_grad(), plain_ops():
-        ref = model(lq)
-    model.store_weights_channels_last()
-    assert all(_weight_layouts(model).values())
+@pytest.mark.parametrize("upsample", [False, True])
+def test_style_conv_fused_epilogue_equals_the_layer(upsample):
+    torch.manual_seed(0)
+    layer = ModulatedStyleConv(6, 5, 8, upsample=upsample)
+    layer.noise_injector.weight.data.fill_(0.7)
+    torch.nn.init.normal_(layer.activate.bias)
+    x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(2, 8)
+    noise = torch.randn(1, 1, *(10, 10) if upsample else (5, 5))
     with torch.no_grad():
-        got = model(lq)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(style_conv(layer, x, w, noise), layer(x, w, noise))
 
 
-def test_upscaler_relays_out_only_the_models_it_loads(tiny_model, tiny_model_dir, tmp_path):
-    """Upscaler.from_pretrained owns the model it loads and stores its weights channels-last
-    on the CPU; a model passed in keeps its layout, so the caller can still save its
-    state_dict with savers that want contiguous tensors."""
-    from safetensors.torch import save_file
+def test_accelerate_only_wraps_bank_restorers_on_the_cpu(tiny_model):
+    assert isinstance(accelerate(tiny_model), CPUFastPath)
+    assert accelerate(tiny_model, "meta") is tiny_model
+    other = nn.Conv2d(3, 3, 1)
+    assert accelerate(other) is other
+    fast = accelerate(tiny_model)
+    assert (fast.in_size, fast.out_size, fast.scale) == (
+        tiny_model.in_size, tiny_model.out_size, tiny_model.scale,
+    )  # fmt: skip
+    with pytest.raises(TypeError, match="GLEAN and LightGLEAN"):
+        CPUFastPath(other)
 
+
+def test_upscaler_fast_path_is_optional_and_equal(tiny_model):
     import glean_sr
 
-    loaded = glean_sr.Upscaler.from_pretrained(tiny_model_dir, device="cpu").model
-    assert all(_weight_layouts(loaded).values())
-    glean_sr.Upscaler(tiny_model, device="cpu")
-    glean_sr.Upscaler.from_pretrained(tiny_model, device="cpu")
-    assert not any(_weight_layouts(tiny_model).values())
-    save_file(tiny_model.state_dict(), str(tmp_path / "w.safetensors"))
+    image = np.random.default_rng(0).random((tiny_model.in_size,) * 2 + (3,), dtype=np.float32)
+    fast = glean_sr.Upscaler(tiny_model, device="cpu")
+    plain = glean_sr.Upscaler(tiny_model, device="cpu", fast=False)
+    assert isinstance(fast._run, CPUFastPath) and plain._run is tiny_model
+    a, b = fast(image).image, plain(image).image
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_relayout_keeps_values_and_storage():
-    t = torch.randn(1, 5, 6, 3, 3)
-    ref, ptr = t.clone(), t.data_ptr()
-    view = relayout_(t, (0, 2, 3, 4, 1))  # stored [1, in, k, k, out]
-    assert torch.equal(view, ref) and view.data_ptr() == ptr
-    assert view.stride() == (270, 1, 45, 15, 5)
-    assert relayout_(view, (0, 2, 3, 4, 1)) is view  # already so: nothing to do
-    strided = torch.randn(6, 5, 3, 3).transpose(0, 1)  # not contiguous: a copy
-    cl = relayout_(strided, (0, 2, 3, 1))
-    assert torch.equal(cl, strided) and cl.is_contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize(
+    "options",
+    [Options(rows=1024), Options(rows=6), Options(taps_head=False), Options(channels_last=False)],
+    ids=["unbanded", "thin-bands", "no-taps", "nchw"],
+)
+def test_each_part_can_be_switched_off(options):
+    """Every variant the benchmark's ablation measures computes the plain definition."""
+    model, lq = _banded_model("glean")
+    with torch.no_grad():
+        got = CPUFastPath(model, options)(lq)
+        ref = model(lq)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
