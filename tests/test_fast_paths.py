@@ -175,7 +175,8 @@ def test_half_precision_stays_within_45_db_of_fp32(fixture_model, dtype):
 
 @pytest.mark.slow
 def test_inference_benchmark_writes_its_rows(tmp_path):
-    """The benchmark script runs a preset end to end and writes every documented column."""
+    """The benchmark runs the plain and the fast variant of a preset and writes every
+    documented column, the ratios to the plain row included."""
     import json
     import os
     import subprocess
@@ -184,20 +185,23 @@ def test_inference_benchmark_writes_its_rows(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
     out = tmp_path / "rows.json"
-    args = "--preset lightglean_cat_16x --batch 1 --precision fp32 --warmup 0 --repeats 1"
+    args = "--preset lightglean_cat_16x --rounds 1 --warmup 0 --repeats 1"
     cmd = [sys.executable, str(script), *args.split(), "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(out.read_text())
-    for key in ("preset", "batch", "precision", "latency_s", "peak_rss_bytes", "gflops",
-                "achieved_gflops_per_s", "conv_peak_gflops_per_s"):  # fmt: skip
-        assert key in row, key
-    assert row["preset"] == "lightglean_cat_16x" and row["latency_s"] > 0
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["plain", "fast"]
+    for row in rows:
+        for key in ("preset", "batch", "precision", "latency_s", "peak_rss_bytes", "gflops",
+                    "latency_x_plain", "peak_rss_x_plain"):  # fmt: skip
+            assert key in row, key
+        assert row["latency_s"] > 0 and row["peak_rss_bytes"] > 0
+    assert rows[0]["latency_x_plain"] == 1.0
     from glean_sr import PRESETS
     from glean_sr.analysis import count_macs
 
     model = build_model(PRESETS["lightglean_cat_16x"].config, device="meta")
-    assert row["gflops"] == pytest.approx(2 * count_macs(model)["macs"] / 1e9)
+    assert rows[1]["gflops"] == pytest.approx(2 * count_macs(model)["macs"] / 1e9)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
