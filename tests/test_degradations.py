@@ -14,9 +14,9 @@ from glean_sr.data.degradations import (
     filter2d,
     gaussian_kernel,
     jpeg_compress,
-    quantize,
     resize,
 )
+from glean_sr.io import round_to_8bit
 
 
 def _photo(size: int = 64) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_jpeg_and_quantize():
     assert np.array_equal(low * 255, np.round(low * 255))  # decoded 8-bit values
     err_low, err_high = np.abs(low - img).mean(), np.abs(high - img).mean()
     assert err_high < err_low / 2
-    q = quantize(np.array([-0.2, 0.5 / 255, 1.6 / 255, 0.999, 1.3], np.float32))
+    q = round_to_8bit(np.array([-0.2, 0.5 / 255, 1.6 / 255, 0.999, 1.3], np.float32))
     np.testing.assert_allclose(q * 255, [0, 0, 2, 255, 255], atol=1e-4)
 
 

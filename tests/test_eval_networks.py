@@ -1,7 +1,7 @@
 """LPIPS, FID and ArcFace networks (deterministic weights built here) and dlib identity.
 
-Real released weights cannot be downloaded on this machine, so these tests check what can be
-checked without them: the key layouts and shapes those files use, parameter counts against
+The tests run without the real released weights (they are not downloaded), so they check what
+can be checked without them: the key layouts and shapes those files use, parameter counts against
 torchvision's published totals, the metric formulas against independent computations, and the
 loading errors. Values with the real weights are not verified here.
 """
@@ -256,20 +256,21 @@ def test_arcface_iresnet_layout_and_depth_inference(tmp_path):
 
 def test_dlib_identity_on_a_real_face():
     pytest.importorskip("dlib", reason="the 'faces' extra (dlib-bin) is not installed")
-    from glean_sr.evaluation.evaluate import to_uint8
     from glean_sr.evaluation.identity import DlibIdentity
+    from glean_sr.io import quantize
 
     ident = DlibIdentity()
     face = data.astronaut()
     box = ident.find_face(face)
     assert box is not None
     assert ident.similarity(face, face, box) == pytest.approx(1.0, abs=1e-9)
-    blurred = to_uint8(
+    blurred = quantize(
         F.interpolate(
             F.interpolate(torch.from_numpy(face).permute(2, 0, 1)[None].float() / 255,
                           scale_factor=0.125, mode="area"),
             scale_factor=8, mode="bicubic",
-        )[0].permute(1, 2, 0).numpy()
+        )[0].permute(1, 2, 0).numpy(),
+        8,
     )  # fmt: skip
     noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
     sim_blur, sim_noise = ident.similarity(blurred, face, box), ident.similarity(noise, face, box)

@@ -12,18 +12,20 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from glean_sr.data.datasets import SRDataset
 from glean_sr.errors import MissingDependencyError
+from glean_sr.io import quantize, tensor_to_pixels
 from glean_sr.training.distributed import DistInfo
 from glean_sr.training.runlog import check_tensorboard
-from glean_sr.training.validation import to_uint8_rgb, validate
+from glean_sr.training.validation import validate
 from training_helpers import make_image_set
 
 
 def test_outputs_are_measured_as_8_bit_images_like_the_reference():
-    # tensor2img: (x + 1) / 2, clamp to [0, 1], x255, round half to even
+    # tensor2img: (x + 1) / 2, clamp to [0, 1], x255, round half to even; validate converts with
+    # the library's one conversion, so a model returning these values scores as their 8-bit form
     x = torch.tensor([-1.5, -1.0, 0.0, 1 / 255, 1.0, 2.0]).view(1, 2, 3)
-    out = to_uint8_rgb(x)
-    assert out.shape == (2, 3, 1)
-    assert out.flatten().tolist() == [0.0, 0.0, 128.0, 128.0, 255.0, 255.0]
+    out = quantize(tensor_to_pixels(x[None], channels=1)[0], 8)
+    assert out.shape == (2, 3, 1) and out.dtype == np.uint8
+    assert out.flatten().tolist() == [0, 0, 128, 128, 255, 255]
 
 
 class _Bicubic(torch.nn.Module):

@@ -27,6 +27,12 @@ Writing (:func:`write_image`): PNG keeps 8 or 16 bits, alpha and the ICC profile
 grayscale); what a format cannot hold (alpha in JPEG and BMP, 16 bits) is dropped with a note.
 Files are written atomically and never replace an existing file unless ``overwrite=True``.
 
+Integer samples: :func:`quantize` is the one conversion from float pixels to 8- or 16-bit samples
+in glean-sr (writing files, the 8-bit model inputs, evaluation, validation, the training
+degradations); its docstring states the rounding rule. :func:`read_rgb` and :func:`list_images`
+are the readers of training, preparation and evaluation data, with :data:`IMAGE_SUFFIXES` the one
+set of suffixes taken as images.
+
 Model tensors: :func:`pixels_to_tensor` and :func:`tensor_to_pixels` convert between pixels and
 the ``[N, 3, H, W]`` RGB tensors in ``[-1, 1]`` that GLEAN takes and returns (Sec. 3 of the
 CVPR paper uses StyleGAN2's RGB convention). Grayscale goes through an RGB model as three equal
@@ -46,7 +52,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -68,7 +74,7 @@ WRITE_FORMATS = {
     ".bmp": "BMP",
 }
 
-#: suffixes taken as images when a folder is searched for inputs
+#: suffixes (lower case) taken as images when a folder or a pattern is searched for inputs
 IMAGE_SUFFIXES = frozenset(WRITE_FORMATS) | {".gif"}
 
 #: ITU-R BT.601 luma weights, the ones Pillow's ``convert("L")`` uses
@@ -234,6 +240,84 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
             raise ImageError(
                 f"{path}: corrupt or truncated {fmt or 'image'} data: {_one_line(exc)}"
             ) from None
+
+
+def read_rgb(
+    path: str | os.PathLike, *, keep_uint8: bool = False, max_pixels: int | None = None
+) -> np.ndarray:
+    """An image file as ``[H, W, 3]`` RGB pixels, through :func:`read_image` (EXIF orientation
+    applied, 16 bits kept); grayscale is repeated to three channels and alpha is ignored.
+
+    Returns float32 in ``[0, 1]``; with ``keep_uint8`` an 8-bit file comes back as its uint8
+    samples, exactly as stored (what MATLAB's ``imresize`` and the reference's data pipeline
+    read), and a 16-bit file still as float32.
+
+    Raises:
+        ImageError: one line naming the file and the problem.
+    """
+    image = read_image(path, max_pixels=max_pixels)
+    pixels = image.pixels  # [H, W, 1 or 3]
+    if image.is_grayscale:
+        pixels = np.repeat(pixels, 3, axis=2)
+    if keep_uint8 and image.bit_depth == 8:
+        return quantize(pixels, 8)
+    return np.ascontiguousarray(pixels)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """``path`` is a file with a suffix in :data:`IMAGE_SUFFIXES` whose name does not start with
+    a dot (hidden files, such as macOS's ``._name.png`` metadata, are not images)."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """The image files (:func:`is_image_file`) directly inside ``folder``, or with ``recursive``
+    in it and every folder below it, sorted by path. An empty list if there are none.
+
+    Raises:
+        ImageError: ``folder`` is not a folder.
+    """
+    d = Path(folder)
+    if not d.is_dir():
+        raise ImageError(f"{d}: not a folder")
+    return sorted(p for p in (d.rglob("*") if recursive else d.iterdir()) if is_image_file(p))
+
+
+def as_image_data(image: Any) -> ImageData:
+    """Any image the library takes as :class:`ImageData`: a PIL image (:func:`from_pil`), a
+    NumPy array (:func:`from_array`), a file path (:func:`read_image`) or an ``ImageData``
+    (returned as it is)."""
+    if isinstance(image, ImageData):
+        return image
+    if isinstance(image, Image.Image):
+        return from_pil(image)
+    if isinstance(image, np.ndarray):
+        return from_array(image)
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    raise TypeError(
+        f"expected a PIL image, a NumPy array, an ImageData or a path, got {type(image).__name__}"
+    )
+
+
+def image_like(original: Any, data: ImageData) -> Any:
+    """``data`` in the kind and layout of ``original`` (what :func:`as_image_data` was given):
+    a PIL image (:func:`to_pil`); a NumPy array of the same dtype, ``[H, W]`` if it was 2-D,
+    alpha as the last channel (integer arrays through :func:`quantize`); otherwise the
+    ``ImageData`` itself."""
+    if isinstance(original, Image.Image):
+        return to_pil(data)
+    if isinstance(original, np.ndarray):
+        if original.dtype in (np.uint8, np.uint16):
+            out = to_array(data, bit_depth=16 if original.dtype == np.uint16 else 8)
+        elif np.issubdtype(original.dtype, np.floating):
+            parts = [data.pixels] + ([data.alpha[..., None]] if data.alpha is not None else [])
+            out = np.concatenate(parts, axis=2).astype(original.dtype)
+        else:
+            out = to_array(data, bit_depth=8)
+        return out[..., 0] if original.ndim == 2 else out
+    return data
 
 
 def from_pil(image: Image.Image, *, source: str | os.PathLike | None = None) -> ImageData:
@@ -450,10 +534,29 @@ def from_array(array: np.ndarray, *, bit_depth: int | None = None) -> ImageData:
 # converting back
 
 
-def quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float ``[0, 1]`` to uint8 (``bit_depth=8``) or uint16 (16), rounded to nearest."""
+def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Float samples to uint8 (``bit_depth=8``) or uint16 (``16``): the one conversion from
+    float pixels to integer samples in glean-sr.
+
+    The rule: clip to ``[0, 1]``, multiply by ``2**bit_depth - 1`` (in the input's float
+    precision), round to the nearest integer with ties to even (``np.rint``). So
+    ``0.5 / 255 -> 0``, ``1.5 / 255 -> 2``, ``2.5 / 255 -> 2``; values outside ``[0, 1]`` go to
+    ``0`` and ``2**bit_depth - 1``. This is the rounding of mmediting's ``tensor2img``
+    (``(x * 255.0).round()`` on float32, NumPy rounds ties to even), which made the 8-bit
+    outputs behind the released PSNR/SSIM numbers, and of the reference degradation's
+    quantisation and OpenCV's float-to-uint8 conversion. Ties are rare in practice: only
+    values that land exactly halfway between two levels are affected.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     top, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
-    return np.floor(np.clip(values, 0, 1) * top + 0.5).astype(dtype)
+    return np.rint(np.clip(values, 0, 1) * top).astype(dtype)
+
+
+def round_to_8bit(values: np.ndarray) -> np.ndarray:
+    """Float pixels snapped to the 8-bit grid, ``quantize(values, 8) / 255`` as float32: what an
+    8-bit file holds, back in ``[0, 1]``."""
+    return quantize(values, 8).astype(np.float32) / np.float32(255)
 
 
 def to_array(image: ImageData, *, bit_depth: int | None = None) -> np.ndarray:

@@ -28,9 +28,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import ConfigError, ImageError
+from ..io import IMAGE_SUFFIXES, list_images, read_rgb
 from .degradations import BlindDegradation
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 #: the optional shape after a name in a meta-info line: " (1024,1024,3)"
 _SHAPE = re.compile(r"\s+\(\s*\d+(\s*,\s*\d+)*\s*\)$")
@@ -58,30 +57,21 @@ def read_meta_file(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Sorted names of the image files directly inside ``folder``."""
+def image_names(folder: str | os.PathLike, meta_file: str | os.PathLike = "") -> list[str]:
+    """The images of a data set: the names ``meta_file`` lists (:func:`read_meta_file`), or
+    without one the names of the image files directly inside ``folder``
+    (:func:`glean_sr.io.list_images`), sorted."""
+    if meta_file:
+        return read_meta_file(meta_file)
     d = Path(folder).expanduser()
     if not d.is_dir():
         raise ConfigError(f"image folder {d} does not exist")
-    names = sorted(
-        e.name for e in os.scandir(d) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    names = [p.name for p in list_images(d)]
     if not names:
-        raise ConfigError(f"image folder {d} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ConfigError(
+            f"image folder {d} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return names
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` RGB: uint8 for 8-bit files (exact, as the reference read
-    them), float32 in [0, 1] for 16-bit ones; grayscale is repeated to three channels and an
-    alpha channel is ignored. Unreadable files raise a one-line :class:`ImageError`."""
-    from ..io import read_image
-
-    img = read_image(path)
-    pixels = np.repeat(img.pixels, 3, axis=2) if img.pixels.shape[2] == 1 else img.pixels
-    if img.bit_depth == 8:
-        return np.rint(pixels * 255).astype(np.uint8)
-    return pixels
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -135,7 +125,7 @@ class SRDataset(Dataset):
         self.flip = flip
         self.seed = seed
         self.blind = BlindDegradation(out_size=in_size)
-        self.names = read_meta_file(meta_file) if meta_file else list_images(self.gt_dir)
+        self.names = image_names(self.gt_dir, meta_file)
         self._check_files()
 
     def _check_files(self) -> None:
@@ -161,7 +151,7 @@ class SRDataset(Dataset):
         return len(self.names)
 
     def _read(self, folder: Path, name: str, size: int, what: str) -> np.ndarray:
-        img = read_rgb(folder / name)
+        img = read_rgb(folder / name, keep_uint8=True)
         if img.shape[:2] != (size, size):
             raise ImageError(
                 f"{folder / name}: is {img.shape[1]}x{img.shape[0]}, {what} images must be "
@@ -265,12 +255,10 @@ class StepSampler(Sampler):
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "SRDataset",
     "StepSampler",
     "bicubic_lq",
-    "list_images",
+    "image_names",
     "read_meta_file",
-    "read_rgb",
     "to_tensor",
 ]

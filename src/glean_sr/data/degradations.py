@@ -13,7 +13,8 @@ training image from its GT on the fly (TPAMI 2023, Sec. 5.5, Eq. 11, with the co
 Every function here is pure: randomness comes only from an explicit ``numpy.random.Generator``,
 so the same seed gives the same output on every machine and in every data-loader worker.
 Images are ``[H, W, C]`` float32 RGB in [0, 1] (values may leave [0, 1] between steps, as in the
-reference, until the quantisation clips them).
+reference, until the quantisation clips them). Conversions to 8 bits (the JPEG encoder's input, the
+quantisation) are :func:`glean_sr.io.quantize`: clip, x255, round half to even, as the reference.
 
 Differences from the reference, on purpose: resizing and blurring follow OpenCV's definitions
 (``cv2.resize`` half-pixel centres, ``cv2.filter2D`` reflect-101 borders) but are computed here
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from ..io import quantize, round_to_8bit
 
 ResizeMethod = Literal["bilinear", "bicubic", "area"]
 RESIZE_METHODS: tuple[str, ...] = ("bilinear", "area", "bicubic")
@@ -135,7 +138,7 @@ def resize(img: np.ndarray, size: tuple[int, int], method: ResizeMethod) -> np.n
     return x
 
 
-# -- noise, compression, quantisation -----------------------------------------------------------
+# -- noise, compression -------------------------------------------------------------------------
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -145,25 +148,15 @@ def add_gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) 
     return img.astype(np.float32) + noise
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> uint8, rounding half to even and clipping (OpenCV's conversion)."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
 def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode ``img [H, W, 3]`` as a JPEG of ``quality`` (1-95) with Pillow and decode it."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(img), mode="RGB").save(buffer, format="JPEG", quality=int(quality))
+    Image.fromarray(quantize(img, 8), mode="RGB").save(buffer, format="JPEG", quality=int(quality))
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def quantize(img: np.ndarray) -> np.ndarray:
-    """Round to the 8-bit grid and clip to [0, 1] (the reference's ``Quantize``)."""
-    return (np.clip(np.round(img * 255.0), 0, 255) / 255.0).astype(np.float32)
 
 
 # -- the blind pipeline -------------------------------------------------------------------------
@@ -231,7 +224,7 @@ class BlindDegradation:
         x = resize(x, small, p.down_method)  # type: ignore[arg-type]
         x = add_gaussian_noise(x, p.noise_sigma, rng)
         x = jpeg_compress(x, p.jpeg_quality)
-        x = quantize(resize(x, (h, w), p.up_method))  # type: ignore[arg-type]
+        x = round_to_8bit(resize(x, (h, w), p.up_method))  # type: ignore[arg-type]
         return resize(x, (self.out_size, self.out_size), "area")
 
     def degrade(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -248,7 +241,5 @@ __all__ = [
     "filter2d",
     "gaussian_kernel",
     "jpeg_compress",
-    "quantize",
     "resize",
-    "to_uint8",
 ]

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, GleanError
-from ..io import from_array, write_image
-from .datasets import bicubic_lq, list_images, read_meta_file, read_rgb, to_unit_float
-from .degradations import BlindDegradation, to_uint8
+from ..io import from_array, quantize, read_rgb, write_image
+from .datasets import bicubic_lq, image_names, to_unit_float
+from .degradations import BlindDegradation
 
 
 @dataclass
@@ -63,7 +63,7 @@ def prepare_lq(
         raise ConfigError("the blind degradation needs --size (128 for the in128out1024 recipe)")
     if out.resolve() == gt.resolve():
         raise ConfigError("the LQ folder must differ from the GT folder (GT files stay untouched)")
-    names = read_meta_file(meta_file) if meta_file else list_images(gt)
+    names = image_names(gt, meta_file)
     out.mkdir(parents=True, exist_ok=True)
     blind = BlindDegradation(out_size=size) if degradation == "blind_face" else None
     report = PrepareReport()
@@ -76,19 +76,19 @@ def prepare_lq(
     for name in names:
         target = out / name
         try:
-            img = read_rgb(gt / name)
+            img = read_rgb(gt / name, keep_uint8=True)
             shapes[name] = img.shape
             if target.exists() and not overwrite:
                 report.skipped.append(name)
                 continue
             if blind is not None:
-                lq = to_uint8(blind.degrade(to_unit_float(img), blind_seed(seed, name)))
+                lq = quantize(blind.degrade(to_unit_float(img), blind_seed(seed, name)), 8)
             elif size is not None:
                 lq = bicubic_lq(img, size)
             else:
                 lq = imresize(img, 1.0 / scale)  # type: ignore[operator]
             if lq.dtype != np.uint8:  # a 16-bit GT: its LQ image is written with 8 bits
-                lq = to_uint8(np.clip(lq, 0, 1))
+                lq = quantize(lq, 8)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(from_array(lq), target, overwrite=overwrite, quality=100)
             report.written.append(name)

@@ -32,8 +32,16 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes
+from ..devices import resolve_device
 from ..errors import ConfigError, GleanError, ImageError
-from ..io import IMAGE_SUFFIXES
+from ..io import (
+    IMAGE_SUFFIXES,
+    list_images,
+    quantize,
+    read_rgb,
+    round_to_8bit,
+    tensor_to_pixels,
+)
 from .metrics import psnr, ssim
 
 #: every metric ``evaluate`` knows; FID is a data-set metric, the others are per image
@@ -166,55 +174,6 @@ class EvalOptions:
             elif m == "arcface":
                 cols.append("identity_arcface")
         return cols
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else must be available."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here (use cpu or auto)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: Apple MPS is not available here (use cpu or auto)")
-    return dev
-
-
-def quantize8(img: np.ndarray) -> np.ndarray:
-    """Clamp to ``[0, 1]`` and round to the nearest of 256 levels (what an 8-bit file holds)."""
-    return (np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5) / 255.0).astype(np.float32)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def list_images(directory: Path) -> list[Path]:
-    """Image files directly inside ``directory``, sorted by name."""
-    return sorted(
-        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as float32 ``[H, W, 3]`` RGB in ``[0, 1]`` through :func:`glean_sr.io.
-    read_image` (EXIF orientation applied, 8 or 16 bits kept); grey is repeated to three
-    channels and alpha is ignored. Raises :class:`ImageError` with one line."""
-    from ..io import read_image
-
-    pixels = read_image(path).pixels  # [H, W, 1 or 3]
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return np.ascontiguousarray(pixels)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -413,7 +372,7 @@ def _read_pair(
             f"{item.gt_path}: decoded as {gt.shape[1]}x{gt.shape[0]}, not {out_size}x{out_size}"
         )
     if item.lq_path is None:  # MATLAB imresize of the 8-bit image (rounds like MATLAB)
-        return gt, imresize(to_uint8(gt), 1.0 / scale).astype(np.float32) / 255.0
+        return gt, imresize(quantize(gt, 8), 1.0 / scale).astype(np.float32) / 255.0
     lq = read_rgb(item.lq_path)
     if lq.shape[:2] != (in_size, in_size):
         raise ImageError(
@@ -430,14 +389,13 @@ def _restore(
     from ..data.imresize import imresize
 
     outputs = {
-        "bicubic": [imresize(to_uint8(lq), float(scale)).astype(np.float32) / 255 for lq in lqs]
+        "bicubic": [imresize(quantize(lq, 8), float(scale)).astype(np.float32) / 255 for lq in lqs]
     }
     lq_t = torch.from_numpy(np.stack(lqs)).permute(0, 3, 1, 2).to(device)  # [N, 3, h, w]
     with torch.inference_mode():
         for m in loaded:
             sr = m.module(lq_t * 2 - 1)  # [N, 3, H, W], RGB about [-1, 1]
-            sr = ((sr.float() + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, 3]
-            outputs[m.name] = [quantize8(x) for x in sr]
+            outputs[m.name] = [round_to_8bit(x) for x in tensor_to_pixels(sr)]
     return outputs
 
 

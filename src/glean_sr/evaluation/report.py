@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..io import quantize
+
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "image"
@@ -26,9 +28,7 @@ def _safe(name: str) -> str:
 def _save_png(path: Path, img: np.ndarray) -> None:
     from PIL import Image
 
-    from .evaluate import to_uint8
-
-    Image.fromarray(to_uint8(img)).save(path, format="PNG")
+    Image.fromarray(quantize(img, 8)).save(path, format="PNG")
 
 
 def save_crops(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..io import quantize
 
 Values = dict[str, list[dict[str, float | None]]]
 Notes = dict[str, list[str]]
@@ -131,16 +132,14 @@ class DlibScorer(Scorer):
         self.model = DlibIdentity()
 
     def score(self, gts, outputs, values, notes) -> None:
-        from .evaluate import to_uint8
-
         for i, gt in enumerate(gts):
-            gt8 = to_uint8(gt)
+            gt8 = quantize(gt, 8)
             box = self.model.find_face(gt8)
             for method, images in outputs.items():
                 if box is None:
                     notes[method][i] = "identity_dlib: no face found on the GT"
                     continue
-                sim = self.model.similarity(to_uint8(images[i]), gt8, box)
+                sim = self.model.similarity(quantize(images[i], 8), gt8, box)
                 values[method][i]["identity_dlib"] = sim
 
 

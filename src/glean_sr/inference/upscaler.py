@@ -41,17 +41,15 @@ import torch
 from torch import nn
 
 from ..data.imresize import area_resize, imresize
+from ..devices import resolve_device
 from ..errors import ConfigError, ImageError
 from ..io import (
     ImageData,
-    from_array,
-    from_pil,
+    as_image_data,
+    image_like,
     pixels_to_tensor,
     quantize,
-    read_image,
     tensor_to_pixels,
-    to_array,
-    to_pil,
 )
 from . import FIT_MODES, PRECISION_NAMES, RESIZE_METHODS
 
@@ -140,34 +138,6 @@ def load_for_inference(
     if store is not None and device.type == "cpu" and getattr(model, "channels_last", False):
         store()
     return model
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error."""
-    if isinstance(device, str) and device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(
-            f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} requested but CUDA is not available (torch {torch.__version__}); "
-            "use --device cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"no {dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device 'mps' requested but Apple MPS is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unsupported device {device!r} (use auto, cpu, cuda, cuda:N or mps)")
-    return dev
 
 
 def _check_precision(precision: str, device: torch.device) -> str | None:
@@ -458,44 +428,10 @@ class Upscaler:
     def upscale(self, images: Sequence[Any]) -> list[UpscaleResult]:
         """Restore several images (any of the kinds ``__call__`` takes), ``batch_size`` per
         forward pass. Raises :class:`ImageError` for the first image that does not fit."""
-        datas = [_as_image_data(img) for img in images]
+        datas = [as_image_data(img) for img in images]
         prepared = [self.prepare(d) for d in datas]
         restored = self.restore(prepared)
         return [
-            UpscaleResult(_like(original, data), data, record)
+            UpscaleResult(image_like(original, data), data, record)
             for original, (data, record) in zip(images, restored, strict=True)
         ]
-
-
-def _as_image_data(image: Any) -> ImageData:
-    from PIL import Image
-
-    if isinstance(image, ImageData):
-        return image
-    if isinstance(image, Image.Image):
-        return from_pil(image)
-    if isinstance(image, np.ndarray):
-        return from_array(image)
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
-    raise TypeError(
-        f"expected a PIL image, a NumPy array, an ImageData or a path, got {type(image).__name__}"
-    )
-
-
-def _like(original: Any, data: ImageData) -> Any:
-    """``data`` in the kind and layout of ``original``."""
-    from PIL import Image
-
-    if isinstance(original, Image.Image):
-        return to_pil(data)
-    if isinstance(original, np.ndarray):
-        if original.dtype in (np.uint8, np.uint16):
-            out = to_array(data, bit_depth=16 if original.dtype == np.uint16 else 8)
-        elif np.issubdtype(original.dtype, np.floating):
-            parts = [data.pixels] + ([data.alpha[..., None]] if data.alpha is not None else [])
-            out = np.concatenate(parts, axis=2).astype(original.dtype)
-        else:
-            out = to_array(data, bit_depth=8)
-        return out[..., 0] if original.ndim == 2 else out
-    return data

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, no_sync, shutdown
@@ -44,7 +45,6 @@ from .parts import (
     build_parts,
     check_resume,
     checkpoint_state,
-    resolve_device,
     restore,
 )
 from .recipe import Recipe
@@ -155,7 +155,8 @@ def train(recipe: Recipe, *, resume: bool = False) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    device = resolve_device(recipe.train.device)
+    # under torchrun each process takes the GPU of its LOCAL_RANK
+    device = resolve_device(recipe.train.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device.type)
     try:
         return _train(recipe, resume, info, device)

@@ -9,7 +9,6 @@ and :func:`restore` move all of it (plus random generator states) in and out of 
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +47,6 @@ def adam(params: list[nn.Parameter], *, lr: float, betas: tuple[float, float]):
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(params, lr=lr, betas=betas)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device asks for CUDA, but no CUDA device is available")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 def freeze_unreachable_parameters(model: nn.Module, lq_shape: tuple[int, ...]) -> list[str]:
@@ -306,6 +293,5 @@ __all__ = [
     "checkpoint_state",
     "export_checkpoint",
     "freeze_unreachable_parameters",
-    "resolve_device",
     "restore",
 ]

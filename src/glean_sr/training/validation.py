@@ -1,24 +1,19 @@
 """Fixed-step validation with the released README's metrics: PSNR and SSIM on the RGB channels,
 no border crop, on 8-bit images (mmediting 0.x ``tensor2img``: ``(x + 1) / 2``, clamp to
-[0, 1], x255, round), computed by :mod:`glean_sr.evaluation.metrics`.
+[0, 1], x255, round half to even; :func:`glean_sr.io.tensor_to_pixels` and
+:func:`glean_sr.io.quantize`), computed by :mod:`glean_sr.evaluation.metrics`.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..evaluation.metrics import psnr, ssim
+from ..io import quantize, tensor_to_pixels
 from .distributed import DistInfo, all_reduce_sum
-
-
-def to_uint8_rgb(img: Tensor) -> np.ndarray:
-    """``[3, H, W]`` in [-1, 1] -> ``[H, W, 3]`` float64 holding the integers 0..255."""
-    values = (((img.double() + 1) / 2).clamp(0, 1) * 255).round()
-    return values.permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()
@@ -42,8 +37,9 @@ def validate(
     try:
         for index in range(info.rank, count, info.world_size):
             sample = dataset[index]
-            sr = model(sample["lq"][None].to(device))[0].float().cpu()
-            out, gt = to_uint8_rgb(sr), to_uint8_rgb(sample["gt"])
+            sr = model(sample["lq"][None].to(device))  # [1, 3, H, W], RGB about [-1, 1]
+            out = quantize(tensor_to_pixels(sr)[0], 8)
+            gt = quantize(tensor_to_pixels(sample["gt"][None])[0], 8)
             value = psnr(out, gt, data_range=255)
             value = value if math.isfinite(value) else 100.0  # a perfect image: cap, not inf
             totals += torch.tensor([value, ssim(out, gt, data_range=255), 1.0])
@@ -55,4 +51,4 @@ def validate(
     return {"psnr": totals[0].item() / n, "ssim": totals[1].item() / n, "images": int(totals[2])}
 
 
-__all__ = ["to_uint8_rgb", "validate"]
+__all__ = ["validate"]

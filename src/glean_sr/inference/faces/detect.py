@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, MissingDependencyError, missing_extra
+from ...io import quantize
 from .align import FaceAlignment, apply_affine, five_points, warp_affine
 
 DETECTORS = ("hog", "cnn")
@@ -102,9 +103,10 @@ def face_models_dir() -> Path:
 
 
 def _to_uint8_rgb(pixels: np.ndarray) -> np.ndarray:
-    """``[H, W, C]`` float in [0, 1] -> contiguous uint8 ``[H, W, 3]`` (gray repeated)."""
+    """``[H, W, C]`` float in [0, 1] -> contiguous uint8 ``[H, W, 3]`` (gray repeated), the form
+    dlib takes; rounded by :func:`glean_sr.io.quantize`."""
     rgb = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-    return np.ascontiguousarray(np.floor(np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return np.ascontiguousarray(quantize(rgb, 8))
 
 
 class DlibFaceDetector:

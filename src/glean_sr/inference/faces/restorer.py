@@ -37,9 +37,17 @@ import torch
 from torch import nn
 
 from ...data.imresize import area_resize, imresize
+from ...devices import resolve_device
 from ...errors import ConfigError, ImageError
-from ...io import ImageData, pixels_to_tensor, quantize, tensor_to_pixels
-from ..upscaler import Upscaler, _as_image_data, _like
+from ...io import (
+    ImageData,
+    as_image_data,
+    image_like,
+    pixels_to_tensor,
+    round_to_8bit,
+    tensor_to_pixels,
+)
+from ..upscaler import Upscaler
 from .align import ALIGNMENTS, FaceAlignment, PasteRegion, paste_face, warp_affine
 from .detect import DetectedFace, DlibFaceDetector
 
@@ -253,14 +261,14 @@ class FaceRestorer:
     ) -> FaceRestorer:
         """A restorer for a face model given as anything :func:`glean_sr.load_model` takes;
         ``background`` is ``"bicubic"`` or a model source too. Other arguments as ``__init__``."""
-        from ..upscaler import load_for_inference, resolve_device
+        from ...weights.pretrained import load_model
 
         dev = resolve_device(device)
 
         def load(source):
             if isinstance(source, nn.Module):
                 return source
-            return load_for_inference(source, dev, progress=progress)
+            return load_model(source, device=dev, progress=progress)
 
         model = load(model_source)
         bg = background if background == "bicubic" else load(background)
@@ -321,7 +329,7 @@ class FaceRestorer:
                 how, lq = None, crop
             lq = np.clip(lq, 0, 1).astype(np.float32)
             if image.bit_depth == 8:  # an 8-bit photo's face is an 8-bit image, as in training
-                lq = quantize(lq, 8).astype(np.float32) / 255
+                lq = round_to_8bit(lq)
             records.append(FaceRecord(index, face, alignment, native, how, lq))
         return records
 
@@ -389,7 +397,7 @@ class FaceRestorer:
         """Restore every face of one photo: a PIL image, a NumPy array, an :class:`ImageData`
         or a file path (as :class:`Upscaler` takes them). The result's ``image`` is of the same
         kind (a path gives :class:`ImageData`)."""
-        data = _as_image_data(image)
+        data = as_image_data(image)
         record = FaceRestoreRecord(
             source=str(data.source) if data.source is not None else None,
             input_hw=(data.height, data.width),
@@ -413,7 +421,7 @@ class FaceRestorer:
         if data.alpha is not None:
             record.steps.append("alpha enlarged (bicubic) and reattached")
         record.output_hw = (restored.height, restored.width)
-        return FaceRestoreResult(_like(image, restored), restored, background, record)
+        return FaceRestoreResult(image_like(image, restored), restored, background, record)
 
 
 def _found_line(found: int, kept: int) -> str:
