@@ -96,6 +96,7 @@ def test_existing_outputs_are_kept(faces_run, photos, tiny_model_dir):
     assert (out / "astronaut_faces.png").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_without_the_faces_extra_the_error_names_it(photos, tiny_model_dir, tmp_path):
     fake = tmp_path / "fake" / "dlib"
     fake.mkdir(parents=True)

@@ -190,6 +190,7 @@ def test_formats_globs_recursion_and_the_size_contract(two_images, tiny_model_di
     assert Image.open(out / "b_x4.tif").size == (32, 32)
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_without_traceback(two_images, tmp_path):
     bad_model = run_cli("upscale", str(two_images), "-m", str(tmp_path / "nope"), "-o", "x")
     assert bad_model.returncode == 1 and "Traceback" not in bad_model.stderr

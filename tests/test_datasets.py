@@ -152,6 +152,7 @@ def test_prepare_writes_bicubic_and_blind_lq_folders(images, tmp_path, capsys):
     assert blind_seed(3, "0001.png").random() == blind_seed(3, "0001.png").random()
 
 
+@pytest.mark.slow
 def test_prepare_reports_a_bad_file_in_one_line_and_goes_on(images, tmp_path):
     root, _ = images
     bad = tmp_path / "bad_gt"

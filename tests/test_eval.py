@@ -130,6 +130,7 @@ def test_given_lq_folder_gives_the_same_numbers(tiny_model, gt_dir, tmp_path):
     assert given["lq"] == {"dir": str(lq_dir)}
 
 
+@pytest.mark.slow
 def test_gt_of_another_resolution_is_one_line_error(tiny_model_dir, tmp_path):
     big = _write_gt(tmp_path / "gt48", size=48)
     proc = run_cli("eval", "-m", str(tiny_model_dir), "--gt", str(big), "-o", str(tmp_path / "o"))
@@ -149,6 +150,7 @@ def test_models_of_different_sizes_are_refused(tiny_model, tmp_path, gt_dir):
         evaluate([tiny_model, other], gt_dir, tmp_path / "o", progress=False)
 
 
+@pytest.mark.slow
 def test_missing_weights_are_named_never_skipped(tiny_model, tiny_model_dir, gt_dir, tmp_path):
     proc = run_cli(
         "eval", "-m", str(tiny_model_dir), "--gt", str(gt_dir), "-o", str(tmp_path / "cli"),
@@ -263,6 +265,7 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert (np.abs(img - np.array([0xE8, 0xEE, 0xF7])).sum(axis=2) <= 3).sum() > 500
 
 
+@pytest.mark.slow
 def test_eval_is_registered_in_cli_help():
     proc = run_cli("eval", "--help")
     assert proc.returncode == 0 and "--gt" in proc.stdout and "--crop-border" in proc.stdout

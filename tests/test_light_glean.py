@@ -52,6 +52,7 @@ def test_table_1_sizes_and_flops():
     assert light["macs_modules"] / glean["macs_modules"] == pytest.approx(0.35, abs=0.02)
 
 
+@pytest.mark.slow
 def test_info_cli_prints_parts_and_macs_for_both_families():
     for name in ("lightglean_ffhq_16x", "glean_ffhq_16x"):
         result = run_cli("info", name, "--json")
@@ -137,6 +138,7 @@ def test_invalid_configs():
         LightGLEANConfig(in_size=16, out_size=64, decoder_reduction=3)
 
 
+@pytest.mark.slow
 def test_upscale_cli_runs_a_lightglean(tiny_light, tmp_path):
     import numpy as np
     from PIL import Image

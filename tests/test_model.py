@@ -243,6 +243,7 @@ def test_custom_bank_decides_the_architecture():
         GLEAN(other, bank=bank)
 
 
+@pytest.mark.slow
 def test_meta_build_matches_a_real_one_and_stays_lean():
     """``build_model(config, device="meta")`` (how weights are loaded) gives the tensors a real
     build has, and runs no PyTorch meta function: their first use imports sympy and

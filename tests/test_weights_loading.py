@@ -185,6 +185,7 @@ def test_convert_and_info_cli(tiny_model, tmp_path):
     assert data["params"]["total"] == sum(p.numel() for p in tiny_model.parameters())
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
