@@ -199,7 +199,7 @@ def test_user_errors_are_one_line_without_traceback(two_images, tmp_path):
 
 
 def test_input_collection_rules(tmp_path):
-    from glean_sr.commands.upscale import collect_inputs
+    from glean_sr.inference.batch import collect_inputs
 
     root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)

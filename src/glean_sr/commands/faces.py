@@ -1,12 +1,12 @@
 """``glean-sr faces PHOTO... -m MODEL -o OUT_DIR``: restore every face in whole photos.
 
-PHOTO is a file, a folder or a glob, as for ``upscale`` (whose input collection, output planning
-and reporting this command shares). For each photo it writes ``OUT_DIR/<name>_faces.<ext>``
-(the photo enlarged ``--upscale`` times with every face restored and pasted back), a side-by-side
-comparison ``<name>_faces_compare.<ext>`` unless ``--no-comparison``, and with ``--save-crops``
-each face as the model saw it and as it came back, in ``<name>_faces_crops/``. Each photo gets
-one line (a photo without a face says so; its enlarged photo is still written); a bad file never
-stops the others; the exit status is 1 if any photo failed.
+PHOTO is a file, a folder or a glob, as for ``upscale``. For each photo it writes
+``OUT_DIR/<name>_faces.<ext>`` (the photo enlarged ``--upscale`` times with every face restored
+and pasted back), a side-by-side comparison ``<name>_faces_compare.<ext>`` unless
+``--no-comparison``, and with ``--save-crops`` each face as the model saw it and as it came back,
+in ``<name>_faces_crops/``. Each photo gets one line (a photo without a face says so; its
+enlarged photo is still written); a bad file never stops the others; the exit status is 1 if any
+photo failed. The work is done by :mod:`glean_sr.inference.batch`, as for ``upscale``.
 """
 
 from __future__ import annotations
@@ -17,22 +17,12 @@ import time
 from pathlib import Path
 
 from ..errors import GleanError
-from .upscale import (
-    OUTPUT_EXTENSIONS,
-    Reporter,
-    _positive_int,
-    add_device_options,
-    collect_inputs,
-    plan_outputs,
-)
-
-FACE_RESIZES = ("auto", "area", "bicubic")  # glean_sr.inference.faces.restorer, without torch
-ALIGNMENTS = ("ffhq", "template")
-DETECTORS = ("hog", "cnn")
+from ..inference import ALIGNMENTS, DETECTORS, FACE_RESIZES, OUTPUT_EXTENSIONS
+from .options import add_device_options, positive_int
 
 
 def _upscale(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 16:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 16, got {text!r}")
     return value
@@ -108,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--min-face",
-        type=_positive_int,
+        type=positive_int,
         default=40,
         help="smallest face side to look for, in pixels (default 40; 20 finds smaller faces, "
         "takes longer and takes more badges and patterns for faces)",
@@ -124,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="refuse larger photos (default: Pillow's limit, about 89 million pixels)",
     )
@@ -132,19 +122,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from PIL import Image
 
+    from ..inference.batch import (
+        Reporter,
+        check_output_options,
+        collect_inputs,
+        plan_outputs,
+        restore_photos,
+        summary_line,
+    )
     from ..inference.faces import DlibFaceDetector, FaceRestorer
-    from ..io import read_image, write_image
 
     start = time.perf_counter()
     out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GleanError(f"{out_dir} exists and is not a folder; give -o a folder")
-    if "/" in args.suffix or os.sep in args.suffix:
-        raise GleanError(f"--suffix must not contain a path separator, got {args.suffix!r}")
+    check_output_options(out_dir, args.suffix)
     if args.min_face < 8:
         raise GleanError(f"--min-face must be at least 8 pixels, got {args.min_face}")
     if args.max_pixels is not None:
@@ -180,74 +172,20 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    report = Reporter(len(jobs))
-    for message in input_errors:
-        report.failed += 1
-        report.line(f"error: {message}", error=True)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GleanError(f"{out_dir}: cannot create the output folder: {exc.strerror}") from None
-
-    faces_total = without_faces = 0
-    try:
-        for job in jobs:
-            if job.problem:
-                report.fail(job.problem)
-                continue
-            if job.output.exists() and not args.overwrite:
-                report.skip(f"{job.path}: skipped, {job.output} exists (--overwrite replaces it)")
-                continue
-            try:
-                photo = read_image(job.path, max_pixels=args.max_pixels)
-                result = restorer(photo)
-                job.output.parent.mkdir(parents=True, exist_ok=True)
-                notes = list(write_image(result.data, job.output, overwrite=args.overwrite))
-                written = [str(job.output)]
-                stem = job.output.with_suffix("")
-                if not args.no_comparison:
-                    compare = stem.with_name(stem.name + "_compare").with_suffix(job.output.suffix)
-                    write_image(result.comparison(), compare, overwrite=args.overwrite)
-                    written.append(str(compare))
-                if args.save_crops and result.record.faces:
-                    written.append(_save_crops(result, stem, args.overwrite, write_image))
-            except GleanError as exc:
-                report.fail(str(exc))
-                continue
-            except Exception as exc:
-                if args.debug:
-                    raise
-                report.fail(
-                    f"{job.path}: internal error: {type(exc).__name__}: {exc} "
-                    "(run with --debug for details and please report it)"
-                )
-                continue
-            faces_total += len(result.record.faces)
-            without_faces += not result.record.faces
-            steps = "; ".join([photo.describe(), *result.record.steps, *notes])
-            report.ok(f"{job.path}: {steps} -> {', '.join(written)}")
-    finally:
-        report.close()
-
-    elapsed = time.perf_counter() - start
+    report = Reporter(len(jobs), input_errors)
+    counts = restore_photos(
+        restorer,
+        jobs,
+        out_dir,
+        report,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        comparison=not args.no_comparison,
+        save_crops=args.save_crops,
+        debug=args.debug,
+    )
+    done = f"{report.done} photo(s) done ({counts.faces} face(s) restored"
+    done += f", {counts.without_faces} photo(s) without a face)" if counts.without_faces else ")"
     total = len(jobs) + len(input_errors)
-    parts = [f"{report.done} photo(s) done ({faces_total} face(s) restored"]
-    parts[0] += f", {without_faces} photo(s) without a face)" if without_faces else ")"
-    if report.failed:
-        parts.append(f"{report.failed} failed")
-    if report.skipped:
-        parts.append(f"{report.skipped} skipped (output exists)")
-    print(f"done: {', '.join(parts)} of {total} in {elapsed:.1f} s; outputs in {out_dir}")
+    print(summary_line(report, total, time.perf_counter() - start, out_dir, done))
     return 1 if report.failed else 0
-
-
-def _save_crops(result, stem: Path, overwrite: bool, write_image) -> str:
-    """Write each face's model input and output as PNGs into ``<stem>_crops/``."""
-    folder = stem.with_name(stem.name + "_crops")
-    folder.mkdir(parents=True, exist_ok=True)
-    data = result.data
-    for face in result.record.faces:
-        for kind, pixels in (("input", face.lq), ("restored", face.restored)):
-            image = data.replace(pixels=pixels, alpha=None, mode="", notes=())
-            write_image(image, folder / f"face{face.index:02d}_{kind}.png", overwrite=overwrite)
-    return f"{folder}/ ({len(result.record.faces)} face(s))"

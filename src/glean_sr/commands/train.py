@@ -36,20 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, extra_positionals="overrides")
 
 
-def _recipe_dict(source: str, resume_or_export: bool) -> dict:
-    from ..training.checkpoint import load_checkpoint
-    from ..training.recipe import read_recipe_dict
-
-    path = Path(source).expanduser()
-    if resume_or_export and path.is_dir() and (path / "last.pt").is_file():
-        data = load_checkpoint(path / "last.pt")["recipe"]
-        data["out_dir"] = str(path)
-        return data
-    return read_recipe_dict(source)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..training.checkpoint import read_run_or_recipe
     from ..training.recipe import apply_overrides, recipe_from_dict, recipe_names
 
     if args.list:
@@ -59,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.recipe:
         shipped = ", ".join(recipe_names())
         raise ConfigError(f"name a recipe: a TOML file or one of {shipped}")
-    data = _recipe_dict(args.recipe, args.resume or bool(args.export))
+    data = read_run_or_recipe(args.recipe, run=args.resume or bool(args.export))
     recipe = recipe_from_dict(apply_overrides(data, args.overrides))
     if args.print_recipe:
         print(recipe.to_toml(), end="")

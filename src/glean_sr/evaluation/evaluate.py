@@ -4,8 +4,9 @@ The protocol of the released models' README numbers (mmediting's GLEAN configs):
 
 * LQ inputs are made from the GT with MATLAB's ``imresize(gt, 1/scale, 'bicubic')`` and stored
   as 8-bit images (unless an LQ folder is given);
-* the restored image is clamped to ``[0, 1]`` and rounded to 8 bits before scoring
-  (mmediting's ``tensor2img``), which is also what a saved PNG holds;
+* the restored image is clamped to ``[0, 1]`` and rounded to 8 bits, ties to even, before
+  scoring (mmediting's ``tensor2img``; :func:`glean_sr.io.quantize`), which is also what a
+  saved PNG holds;
 * PSNR and SSIM on the RGB channels, no border crop, averaged over images.
 
 Bicubic up-sampling of the same LQ (MATLAB-compatible) is always scored as the baseline row.

@@ -120,6 +120,21 @@ def fingerprint(named_tensors: Iterable[tuple[str, Tensor]]) -> str:
     return h.hexdigest()
 
 
+def read_run_or_recipe(source: str | os.PathLike, *, run: bool) -> dict[str, Any]:
+    """The raw recipe dict ``source`` names. With ``run`` (resuming or exporting), a run folder
+    holding ``last.pt`` gives the recipe saved in that checkpoint, its ``out_dir`` set to the
+    folder; anything else is a recipe file or a shipped recipe's name
+    (:func:`~glean_sr.training.recipe.read_recipe_dict`)."""
+    from .recipe import read_recipe_dict
+
+    path = Path(source).expanduser()
+    if run and path.is_dir() and (path / "last.pt").is_file():
+        data = load_checkpoint(path / "last.pt")["recipe"]
+        data["out_dir"] = str(path)
+        return data
+    return read_recipe_dict(source)
+
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -127,6 +142,7 @@ __all__ = [
     "capture_rng_state",
     "fingerprint",
     "load_checkpoint",
+    "read_run_or_recipe",
     "restore_rng_state",
     "save_checkpoint",
 ]

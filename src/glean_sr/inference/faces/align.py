@@ -48,8 +48,6 @@ FFHQ_TEMPLATE_512 = np.array(
     ]
 )
 
-ALIGNMENTS = ("ffhq", "template")
-
 
 def template_points(size: int) -> np.ndarray:
     """:data:`FFHQ_TEMPLATE_512` scaled to an ``size x size`` crop: ``[5, 2]`` pixel coords."""

@@ -36,9 +36,8 @@ import numpy as np
 
 from ...errors import ConfigError, MissingDependencyError, missing_extra
 from ...io import quantize
+from .. import DETECTORS
 from .align import FaceAlignment, apply_affine, five_points, warp_affine
-
-DETECTORS = ("hog", "cnn")
 
 #: side of the upright crop the landmarks are refined in (the face spans about half of it)
 REFINE_SIZE = 256

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,12 @@ from ...io import (
     pixels_to_tensor,
     round_to_8bit,
     tensor_to_pixels,
+    write_image,
 )
+from .. import ALIGNMENTS, FACE_RESIZES
 from ..upscaler import Upscaler
-from .align import ALIGNMENTS, FaceAlignment, PasteRegion, paste_face, warp_affine
+from .align import FaceAlignment, PasteRegion, paste_face, warp_affine
 from .detect import DetectedFace, DlibFaceDetector
-
-#: how a face crop is brought to the model's input size
-FACE_RESIZES = ("auto", "area", "bicubic")
 
 #: the preset whose training inputs end with an area resize (TPAMI 2023, Sec. 6: blind face
 #: restoration; spec/glean-reference.md, training pipeline of in128out1024)
@@ -167,6 +167,20 @@ class FaceRestoreResult:
             mode="",
             notes=(),
         )
+
+    def save_crops(self, folder: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
+        """Write each face as the model saw it and as it came back, as PNGs in ``folder``
+        (created): ``face01_input.png``, ``face01_restored.png``, ... Returns the files."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for face in self.record.faces:
+            for kind, pixels in (("input", face.lq), ("restored", face.restored)):
+                image = self.data.replace(pixels=pixels, alpha=None, mode="", notes=())
+                path = folder / f"face{face.index:02d}_{kind}.png"
+                write_image(image, path, overwrite=overwrite)
+                written.append(path)
+        return written
 
 
 class FaceRestorer:
