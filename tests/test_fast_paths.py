@@ -309,6 +309,7 @@ def test_upscaler_fast_path_is_optional_and_equal(tiny_model):
     [Options(rows=1024), Options(rows=6), Options(taps_head=False), Options(channels_last=False)],
     ids=["unbanded", "thin-bands", "no-taps", "nchw"],
 )
+@pytest.mark.slow
 def test_each_part_can_be_switched_off(options):
     """Every variant the benchmark's ablation measures computes the plain definition."""
     model, lq = _banded_model("glean")
