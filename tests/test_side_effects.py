@@ -2,7 +2,7 @@
 ``Upscaler`` and running ``evaluate`` change neither the environment nor glibc's allocator.
 
 A program that imports glean_sr to restore one image must not inherit a changed ``malloc``.
-The calls run in a fresh interpreter so that nothing else in the test session interferes; the
+The calls run in a fresh interpreter so that no other test interferes; the
 allocator is probed there before and after them, through ``mallinfo2`` (glibc >= 2.33):
 
 - a 64 MiB ``malloc`` is served by its own mapping (``hblks`` goes up by one), as it is by
