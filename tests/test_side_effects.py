@@ -2,8 +2,8 @@
 ``Upscaler`` and running ``evaluate`` change neither the environment nor glibc's allocator.
 
 A program that imports glean_sr to restore one image must not inherit a changed ``malloc``.
-The calls run in a fresh interpreter so that no other test interferes; the
-allocator is probed there before and after them, through ``mallinfo2`` (glibc >= 2.33):
+The calls run in a fresh interpreter so that no other test interferes; the allocator is
+probed there before and after them, through ``mallinfo2`` (glibc >= 2.33):
 
 - a 64 MiB ``malloc`` is served by its own mapping (``hblks`` goes up by one), as it is by
   default (the mmap threshold is at most 32 MiB); ``mallopt(M_MMAP_MAX, 0)`` would stop that;
