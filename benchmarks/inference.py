@@ -8,7 +8,7 @@ definition, side by side in one run.
 Every measurement runs in a fresh child process, so that its peak memory is its own, and the
 variants of a preset take turns (``--rounds`` rounds of every variant), so that a machine whose
 speed drifts affects all of them alike. Weights are seeded random draws: building a preset
-downloads nothing, and speed does not depend on the values.
+downloads nothing (see ``build_preset`` for why the draws are scaled).
 
 Variants: ``plain`` is the model as :mod:`glean_sr.models` defines it; ``fast`` is
 :class:`glean_sr.inference.cpu_fast.CPUFastPath` (what ``glean-sr upscale`` runs on a CPU). With
@@ -76,6 +76,34 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def build_preset(name: str, device):
+    """The preset's architecture with seeded unit-variance weights (``N(0, 1 / fan_in)`` for
+    plain layers, ``N(0, 1)`` for the equalized-lr ones), so that activations stay O(1) through
+    the network as with trained weights: the default initialisation of a deep RRDB trunk shrinks
+    them into float32's subnormal range, where CPUs compute many times slower."""
+    import torch
+
+    from glean_sr.models.registry import build_model
+    from glean_sr.presets import PRESETS
+
+    model = build_model(PRESETS[name].config, device="meta").to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, t in sorted(model.state_dict(keep_vars=True).items()):
+            if key.endswith(".kernel"):
+                k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+                t.copy_(k[None] * k[:, None] / 16)  # every GLEAN FIR kernel: outer / 64 * 4
+            elif key.endswith(("weight_orig", ".input", ".z")) or "injected_noise" in key:
+                t.normal_(0.0, 1.0, generator=g)
+            elif key.endswith(".weight") and t.ndim >= 2:
+                t.normal_(0.0, 1.0 / t[0].numel() ** 0.5, generator=g)
+            elif key.endswith("style_modulation.bias"):
+                t.fill_(1.0)
+            else:
+                t.normal_(0.0, 0.1, generator=g)
+    return model.to(device).eval()
+
+
 def measure(args: argparse.Namespace) -> dict:
     """The child: build, run and time one preset in one variant; returns its row."""
     import gc
@@ -83,13 +111,10 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from glean_sr.inference.cpu_fast import CPUFastPath, Options
-    from glean_sr.models.registry import build_model
-    from glean_sr.presets import PRESETS
 
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    torch.manual_seed(0)
-    model = build_model(PRESETS[args.preset].config, device=device).eval()
+    model = build_preset(args.preset, device)
     options, _ = VARIANTS[args.variant]
     run = model if options is None else CPUFastPath(model, Options(**options))
     lq = torch.rand(args.batch, 3, model.in_size, model.in_size, device=device) * 2 - 1

@@ -18,7 +18,7 @@ from conftest import TINY, run_cli
 from glean_sr.data.imresize import imresize
 from glean_sr.errors import ConfigError, GleanError
 from glean_sr.evaluation.evaluate import EvalOptions, evaluate
-from glean_sr.inference.upscaler import load_for_inference
+from glean_sr.weights.pretrained import load_model
 
 #: textured 32x32 crops (the tiny model restores 8 -> 32): (photo, top, left)
 CROPS = [
@@ -91,7 +91,7 @@ def test_eval_values_match_independent_computation(report_dir, gt_dir, tiny_mode
     rounded to 8 bits, PSNR/SSIM by scikit-image."""
     # the model as `glean-sr eval` loads it: its weights' memory layout decides the order of
     # the convolutions' sums, and so the last bit of a value that an 8-bit rounding may keep
-    tiny_model = load_for_inference(tiny_model_dir, torch.device("cpu"))
+    tiny_model = load_model(tiny_model_dir, device="cpu")
     rows = {(r["image"], r["method"]): r for r in _read_csv(report_dir / "per_image.csv")}
     paths = sorted(gt_dir.iterdir())
     gts = [np.asarray(Image.open(path)) for path in paths]

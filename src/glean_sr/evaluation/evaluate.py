@@ -35,6 +35,7 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..devices import resolve_device
 from ..errors import ConfigError, GleanError, ImageError
+from ..inference.cpu_fast import accelerate
 from ..io import (
     IMAGE_SUFFIXES,
     list_images,
@@ -43,6 +44,7 @@ from ..io import (
     round_to_8bit,
     tensor_to_pixels,
 )
+from ..weights.pretrained import load_model
 from .metrics import psnr, ssim
 
 #: every metric ``evaluate`` knows; FID is a data-set metric, the others are per image
@@ -120,6 +122,8 @@ class EvalOptions:
         crop_border: pixels removed from each edge before PSNR/SSIM/NIQE (0 in the release).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         batch_size: images restored at once.
+        fast: on the CPU, run GLEAN and LightGLEAN through the CPU fast path
+            (:mod:`glean_sr.inference.cpu_fast`); ``False`` runs the plain definitions.
         report_images: how many images (the first ones) get crops in the HTML report.
         crop_size: side of the centre crop shown per image (output pixels).
         lpips_weights, lpips_backbone, fid_weights, arcface_weights: weight files for those
@@ -132,6 +136,7 @@ class EvalOptions:
     crop_border: int = 0
     device: str = "auto"
     batch_size: int = 1
+    fast: bool = True
     report_images: int = 8
     crop_size: int = 256
     lpips_weights: str | None = None
@@ -216,9 +221,7 @@ def _model_name(source: Any, taken: set[str]) -> str:
     return name
 
 
-def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
-    from ..inference.upscaler import load_for_inference
-
+def _load_models(sources: Sequence[Any], device: torch.device, fast: bool) -> list[_Model]:
     if not sources:
         raise ConfigError("give at least one model to evaluate (-m MODEL)")
     taken: set[str] = set()
@@ -226,8 +229,10 @@ def _load_models(sources: Sequence[Any], device: torch.device) -> list[_Model]:
     for src in sources:
         if isinstance(src, torch.nn.Module):
             module = src.to(device).eval()
-        else:  # as Upscaler.from_pretrained loads them
-            module = load_for_inference(src, device)
+        else:
+            module = load_model(src, device=device)
+        if fast:  # as the Upscaler runs models
+            module = accelerate(module, device)
         if getattr(module, "img_channels", 3) != 3:
             raise ConfigError(f"{src}: only RGB models can be evaluated")
         models.append(_Model(_model_name(src, taken), str(src), module))
@@ -462,7 +467,7 @@ def evaluate(
         )
 
     device = resolve_device(options.device)
-    loaded = _load_models(models, device)
+    loaded = _load_models(models, device, options.fast)
     first = loaded[0].module
     in_size, out_size, scale = first.in_size, first.out_size, first.scale
     what = loaded[0].name if len(loaded) == 1 else "the models"

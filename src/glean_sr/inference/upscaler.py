@@ -51,7 +51,9 @@ from ..io import (
     quantize,
     tensor_to_pixels,
 )
+from ..weights.pretrained import load_model
 from . import FIT_MODES, PRECISION_NAMES, RESIZE_METHODS
+from .cpu_fast import accelerate
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
@@ -123,23 +125,6 @@ class UpscaleResult:
         return iter((self.image, self.record))
 
 
-def load_for_inference(
-    source: str | os.PathLike, device: torch.device, *, progress: bool = True
-) -> nn.Module:
-    """:func:`glean_sr.load_model` for a model this library runs and no caller holds: on the
-    CPU, its convolution weights are also stored in the channels-last layout its convolutions
-    read, once (otherwise oneDNN copies each weight at every call: about 1-2 % of the time of
-    GLEAN 64 -> 1024). Not done to models passed in: such weights are not contiguous, which
-    some savers refuse."""
-    from ..weights.pretrained import load_model
-
-    model = load_model(source, device=device, progress=progress)
-    store = getattr(model, "store_weights_channels_last", None)
-    if store is not None and device.type == "cpu" and getattr(model, "channels_last", False):
-        store()
-    return model
-
-
 def _check_precision(precision: str, device: torch.device) -> str | None:
     """Raise for an unusable precision; return a note for a usable but slow one."""
     if precision not in PRECISIONS:
@@ -176,24 +161,15 @@ class Upscaler:
             ``in_size`` is brought to it.
         fit: ``None``, ``"crop"`` or ``"pad"``: how a non-square image is made square.
         batch_size: images per forward pass.
-        compile: run the model through ``torch.compile`` (inductor): the first batch of each
-            shape compiles (minutes for a full-size model on a CPU). Meant for GPUs: on a
-            2-core CPU the eager path's hand-written fast paths were faster and leaner
-            (GLEAN 64 -> 1024: 1.93 s and 1666 MiB compiled, 1.71-1.81 s and 1313-1376 MiB
-            eager; benchmarks/README.md).
+        compile: run the plain model through ``torch.compile`` (inductor): the first batch of
+            each shape compiles (minutes for a full-size model on a CPU). Meant for GPUs; on
+            CPUs the fast path below is faster and leaner (benchmarks/README.md).
+        fast: on a CPU device, run GLEAN and LightGLEAN through
+            :class:`glean_sr.inference.cpu_fast.CPUFastPath` (the same outputs to float
+            rounding, faster and in a fraction of the peak memory); ``False`` runs the plain
+            definition. Other devices and models always run the plain definition.
 
-    On a CPU device it calls :func:`glean_sr.models.heap.reuse_freed_memory` (glibc: freed
-    activations stay in the heap for the next image instead of being unmapped and faulted in
-    afresh; about 10 % faster for GLEAN 64 -> 1024). That setting is process-wide;
-    ``GLEAN_SR_REUSE_HEAP=0`` switches it off. Start the process with
-    ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` (as the ``glean-sr`` commands do, see
-    :mod:`glean_sr.process`) to keep the reused heap compact: about 100 MB less peak memory.
-    A model that :meth:`from_pretrained` loads itself also gets its convolution weights stored
-    in the channels-last layout the CPU convolutions read (:func:`load_for_inference`); a
-    model passed in keeps its layout, since such weights are not contiguous and some savers
-    (``safetensors.torch.save_file``) refuse them: call
-    :meth:`~glean_sr.models.base.BankRestorer.store_weights_channels_last` on it yourself to get
-    the same speed.
+    Nothing process-wide is changed: no allocator setting, no environment variable.
     """
 
     def __init__(
@@ -206,6 +182,7 @@ class Upscaler:
         fit: str | None = None,
         batch_size: int = 1,
         compile: bool = False,
+        fast: bool = True,
     ):
         for attr in ("in_size", "out_size", "img_channels"):
             if not hasattr(model, attr):
@@ -231,7 +208,11 @@ class Upscaler:
         self.batch_size = batch_size
         self.model = model.to(self.device).eval()
         self.compiled = compile
-        self._run = torch.compile(self.model) if compile else self.model
+        self._run: nn.Module = self.model
+        if compile:
+            self._run = torch.compile(self.model)
+        elif fast:
+            self._run = accelerate(self.model, self.device)
 
     @classmethod
     def from_pretrained(
@@ -244,6 +225,7 @@ class Upscaler:
         fit: str | None = None,
         batch_size: int = 1,
         compile: bool = False,
+        fast: bool = True,
         progress: bool = True,
     ) -> Upscaler:
         """An upscaler for a preset name, model directory, weight file or URL (anything
@@ -252,7 +234,7 @@ class Upscaler:
         if isinstance(model_source, nn.Module):
             model = model_source
         else:
-            model = load_for_inference(model_source, dev, progress=progress)
+            model = load_model(model_source, device=dev, progress=progress)
         return cls(
             model,
             device=dev,
@@ -261,6 +243,7 @@ class Upscaler:
             fit=fit,
             batch_size=batch_size,
             compile=compile,
+            fast=fast,
         )
 
     @property
