@@ -227,3 +227,17 @@ def test_input_collection_rules(tmp_path):
     assert errors == []
     _, errors = collect_inputs([str(root / "restored" / "*.gif")], recursive=False)
     assert errors == [f"{root}/restored/*.gif: the pattern matches no image files"]
+
+
+@pytest.mark.slow
+def test_plain_runs_the_definition_with_the_same_result(two_images, tiny_model_dir, tmp_path):
+    """``--plain`` switches the CPU fast path off; the restored file is the same."""
+    model = ["-m", str(tiny_model_dir), "--device", "cpu"]
+    fast = run_cli("upscale", str(two_images / "a.png"), *model, "-o", str(tmp_path / "f"))
+    plain = run_cli(
+        "upscale", str(two_images / "a.png"), *model, "--plain", "-o", str(tmp_path / "p")
+    )
+    assert fast.returncode == 0 and plain.returncode == 0, plain.stderr
+    a = np.asarray(Image.open(tmp_path / "f" / "a_x4.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "p" / "a_x4.png"), dtype=np.int16)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1  # 8-bit rounding of equal floats

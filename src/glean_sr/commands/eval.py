@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images restored at once")
     p.add_argument(
+        "--plain",
+        action="store_true",
+        help="run the networks' plain definition on the CPU instead of the fast path",
+    )
+    p.add_argument(
         "--report-images", type=int, default=8, metavar="N", help="images shown in report.html"
     )
     p.add_argument(
@@ -86,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         crop_border=args.crop_border,
         device=args.device,
         batch_size=args.batch_size,
+        fast=not args.plain,
         report_images=args.report_images,
         crop_size=args.crop_size,
         lpips_weights=args.lpips_weights,

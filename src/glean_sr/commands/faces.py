@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             batch_size=args.batch_size,
+            fast=not args.plain,
         )
         print(
             f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "

@@ -19,7 +19,7 @@ def positive_int(text: str) -> int:
 
 
 def add_device_options(p: argparse.ArgumentParser, *, batch_size: int, unit: str) -> None:
-    """``--device``, ``--precision`` and ``--batch-size``."""
+    """``--device``, ``--precision``, ``--batch-size`` and ``--plain``."""
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--precision",
@@ -32,4 +32,10 @@ def add_device_options(p: argparse.ArgumentParser, *, batch_size: int, unit: str
         type=positive_int,
         default=batch_size,
         help=f"{unit} per forward pass (default {batch_size})",
+    )
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="run the networks' plain definition on the CPU instead of the fast path "
+        "(same results to float rounding; slower, more memory)",
     )

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         resize=args.resize,
         fit=args.fit,
         batch_size=args.batch_size,
+        fast=not args.plain,
         compile=args.compile,
     )
     suffix = args.suffix if args.suffix is not None else f"_x{upscaler.scale}"

@@ -201,7 +201,8 @@ class FaceRestorer:
             5-point template), see :mod:`.align`.
         only_center_face: restore only the face nearest the photo's centre.
         feather: width of the mask's soft edge, as a fraction of the face crop's side.
-        device, precision, batch_size: as for :class:`Upscaler` (faces per forward pass).
+        device, precision, batch_size, fast: as for :class:`Upscaler` (``batch_size`` counts
+            faces per forward pass).
     """
 
     def __init__(
@@ -218,6 +219,7 @@ class FaceRestorer:
         device: str | torch.device = "auto",
         precision: str = "fp32",
         batch_size: int = 4,
+        fast: bool = True,
     ):
         if not isinstance(upscale, int) or isinstance(upscale, bool) or not 1 <= upscale <= 16:
             raise ConfigError(f"upscale must be an integer from 1 to 16, got {upscale!r}")
@@ -229,16 +231,18 @@ class FaceRestorer:
             )
         if not 0 < feather <= 0.5:
             raise ConfigError(f"feather must be in (0, 0.5], got {feather!r}")
-        self.upscaler = Upscaler(model, device=device, precision=precision, batch_size=batch_size)
+        self.upscaler = Upscaler(
+            model, device=device, precision=precision, batch_size=batch_size, fast=fast
+        )
         self.upscale = upscale
         self.resize = default_face_resize(model) if resize == "auto" else resize
         self.alignment = alignment
         self.only_center_face = bool(only_center_face)
         self.feather = float(feather)
-        self.background = self._background_upscaler(background, device, precision)
+        self.background = self._background_upscaler(background, device, precision, fast)
         self.detector = detector if detector is not None else DlibFaceDetector()
 
-    def _background_upscaler(self, background, device, precision) -> Upscaler | None:
+    def _background_upscaler(self, background, device, precision, fast) -> Upscaler | None:
         if isinstance(background, str):
             if background != "bicubic":
                 raise ConfigError(
@@ -249,7 +253,7 @@ class FaceRestorer:
         if isinstance(background, Upscaler):
             bg = background
         elif isinstance(background, nn.Module):
-            bg = Upscaler(background, device=device, precision=precision)
+            bg = Upscaler(background, device=device, precision=precision, fast=fast)
         else:
             raise ConfigError(
                 f"background must be 'bicubic', a model or an Upscaler, got "
