@@ -12,7 +12,7 @@ downloads nothing (see ``build_preset`` for why the draws are scaled).
 
 Variants: ``plain`` is the model as :mod:`glean_sr.models` defines it; ``fast`` is
 :class:`glean_sr.inference.cpu_fast.CPUFastPath` (what ``glean-sr upscale`` runs on a CPU). With
-``--ablate``: ``fast-unbanded``, ``fast-no-taps`` and ``fast-nchw`` switch one part of the fast
+``--ablate``: ``fast-unbanded`` and ``fast-nchw`` switch one part of the fast
 path off (:class:`~glean_sr.inference.cpu_fast.Options`), and ``fast+malloc`` runs the fast
 path with glibc's allocator told to keep freed memory (``GLIBC_TUNABLES``, see
 ``MALLOC_TUNABLES``), an opt-in of the command line that glean-sr never sets itself.
@@ -50,7 +50,6 @@ VARIANTS: dict[str, tuple[dict | None, dict[str, str]]] = {
     "plain": (None, {}),
     "fast": ({}, {}),
     "fast-unbanded": ({"rows": 1 << 20}, {}),
-    "fast-no-taps": ({"taps_head": False}, {}),
     "fast-nchw": ({"channels_last": False}, {}),
     "fast+malloc": ({}, {"GLIBC_TUNABLES": MALLOC_TUNABLES}),
 }

@@ -19,8 +19,6 @@ from glean_sr.inference.cpu_fast import (
     accelerate,
     block_rows,
     conv_of_rows,
-    conv_rows,
-    conv_rows_by_taps,
     conv_transpose_blur,
     is_channels_last,
     modulated_conv,
@@ -28,7 +26,6 @@ from glean_sr.inference.cpu_fast import (
     shuffle_cat_head,
     shuffle_cat_rows,
     style_conv,
-    taps_pay,
 )
 from glean_sr.models.ops import blur2d, make_fir_kernel, upfirdn2d
 from glean_sr.models.registry import build_model
@@ -102,33 +99,6 @@ def test_streamed_last_two_stages_equal_the_definition(fmt, rows):
             got = shuffle_cat_head(y_rows, extra_rows, 2, conv1, 0.2, conv2, rows, 4 * h)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
         assert is_channels_last(got) == (fmt == torch.channels_last)
-
-
-@pytest.mark.parametrize("out_channels", [1, 3, 4])
-@pytest.mark.parametrize("batch", [1, 2])
-def test_conv_rows_by_taps_equals_the_convolution(out_channels, batch):
-    """Every band position: at the top border, inside, at the bottom, and the whole image."""
-    torch.manual_seed(0)
-    h, w = 11, 9
-    image = torch.randn(batch, 6, h, w)
-    weight, bias = torch.randn(out_channels, 6, 3, 3), torch.randn(out_channels)
-    with torch.no_grad():
-        ref = F.conv2d(image, weight, bias, padding=1)
-        for lo, hi in ((0, 4), (2, 7), (5, 6), (8, 11), (0, 11)):
-            start, stop = max(lo - 1, 0), min(hi + 1, h)
-            x = image[:, :, start:stop].contiguous(memory_format=torch.channels_last)
-            got = conv_rows_by_taps(x, start, lo, hi, h, weight, bias)
-            torch.testing.assert_close(got, ref[:, :, lo:hi], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(got, conv_rows(x, start, lo, hi, h, weight, bias))
-            assert got.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_taps_only_where_they_pay():
-    x = torch.randn(1, 8, 4, 5).contiguous(memory_format=torch.channels_last)
-    assert taps_pay(x, torch.randn(3, 8, 3, 3))
-    assert not taps_pay(x, torch.randn(16, 8, 3, 3))  # enough outputs for oneDNN's vectors
-    assert not taps_pay(x.contiguous(), torch.randn(3, 8, 3, 3))
-    assert not taps_pay(x.bfloat16(), torch.randn(3, 8, 3, 3))  # would sum in bfloat16
 
 
 def test_blur_with_bias_and_asymmetric_padding():
@@ -306,8 +276,8 @@ def test_upscaler_fast_path_is_optional_and_equal(tiny_model):
 
 @pytest.mark.parametrize(
     "options",
-    [Options(rows=1024), Options(rows=6), Options(taps_head=False), Options(channels_last=False)],
-    ids=["unbanded", "thin-bands", "no-taps", "nchw"],
+    [Options(rows=1024), Options(rows=6), Options(channels_last=False)],
+    ids=["unbanded", "thin-bands", "nchw"],
 )
 @pytest.mark.slow
 def test_each_part_can_be_switched_off(options):

@@ -114,8 +114,6 @@ OTHER_ROUNDING = {
     "data/imresize.py",
     # MATLAB's niqe rounds its luma to uint8 the same way
     "evaluation/niqe.py",
-    # sample_grid: torch's round (ties to even, as quantize) on the generator's tensors
-    "weights/banks.py",
 }
 ROUNDING = re.compile(
     r"astype\(np\.uint(8|16)\)|floor\([^)]*\+ ?0\.5|\.round_?\(\)|np\.rint\(|np\.round\("

@@ -7,22 +7,31 @@ to (``fast=False``, ``--plain``). The wrapper holds no weights of its own: it re
 modules and parameters, so the model stays what it was (trainable, savable, exportable). It only
 runs inference (no gradients), one image at a time.
 
-What it does, and what each part is worth against the plain definition (GLEAN 64 -> 1024 and
-32 -> 256, fp32, batch 1; figures from ``python benchmarks/inference.py --ablate``, which times
-each variant side by side in one run; see benchmarks/README.md):
+What it does, and what each part is worth. Figures: ``python benchmarks/inference.py
+--ablate --rounds 3`` (each variant in its own process, taking turns; median latency, peak
+RSS), fp32, batch 1, 2-core x86-64 CPU, torch 2.13; GLEAN 64 -> 1024 (``glean_ffhq_16x``) and
+32 -> 256 (``glean_cat_8x``). Against the plain definition the whole path takes 0.43x and 0.78x
+the time and 0.62x and 0.92x the peak memory (benchmarks/README.md has the table).
 
-* channels-last (NHWC) activations throughout, oneDNN's fast layout; the per-sample modulated
-  weights are written straight into that layout.
-* the bank's modulated convolutions with the next layer's gain and bias folded into the
-  weights and the convolution's bias, noise and leaky ReLU in place (two passes over each
-  output instead of five).
-* banding of the large stages (outputs above 128 rows): the transposed up-sampling convolution
-  with its FIR filter, the bank's last block (:func:`block_rows`) and the decoder's last two
-  stages (:func:`shuffle_cat_head`) are computed in row bands, so that their full-size
-  intermediates never exist whole: this is what keeps the peak memory down.
-* the decoder's 64 -> 3 head convolution by taps (:func:`conv_rows_by_taps`).
-* a batch runs one image at a time: at 256-1024 px one image keeps the CPU busy, and the bands
+* Channels-last (NHWC) activations throughout, oneDNN's fast layout; the per-sample modulated
+  weights are written straight into that layout. Switched off (NCHW): 1.41x the time at
+  64 -> 1024, 1.09x at 32 -> 256.
+* Banding of the large stages (outputs taller than ``Options.rows``): the transposed
+  up-sampling convolution with its FIR filter, the bank's last block (:func:`block_rows`) and
+  the decoder's last two stages (:func:`shuffle_cat_head`) are computed in row bands, so their
+  full-size intermediates never exist whole. Switched off: 1.65x the peak memory (2261 against
+  1374 MiB) and 1.18x the time at 64 -> 1024; 1.05x and 1.14x at 32 -> 256.
+* The bank's modulated convolutions with the next layer's gain and bias folded into the
+  weights and the convolution's bias, noise and leaky ReLU in place: two passes over each
+  output instead of five. Part of every variant above (no switch).
+* A batch runs one image at a time: at 256-1024 px one image keeps the CPU busy, and the bands
   are per image.
+
+Measured and left out, being within the spread of repeated runs: storing the convolution
+weights channels-last (oneDNN copies them at each call: 1-2 %), caching the demodulation's
+squared weights, in-place RRDB activations, and computing the 64 -> 3 head convolution by its
+nine taps (-1 % to +6 % over runs). Nothing here changes process-wide state; the allocator
+setting measured in benchmarks/README.md is the user's opt-in.
 
 Every function here has an equivalence test against the plain definition
 (tests/test_fast_paths.py).
@@ -148,7 +157,6 @@ def shuffle_cat_head(
     conv2: torch.nn.Conv2d,
     rows: int = 128,
     height: int | None = None,
-    taps: bool = True,
 ) -> Tensor:
     """``conv2(leaky_relu(conv1(cat(pixel_shuffle(y, scale), extra)), slope))`` for two 3x3,
     padding-1 convolutions: the decoders' last stage, computed in bands of ``rows`` output rows.
@@ -183,10 +191,7 @@ def shuffle_cat_head(
         z = conv_rows(x, max(a - 1, 0), a, b, h, conv1.weight, conv1.bias)
         del x  # (34 MB for GLEAN at 1024 px) not held through conv2 and the next band's input
         z = F.leaky_relu_(z, slope)
-        if taps and taps_pay(z, conv2.weight):
-            z = conv_rows_by_taps(z, a, top, bottom, h, conv2.weight, conv2.bias)
-        else:
-            z = conv_rows(z, a, top, bottom, h, conv2.weight, conv2.bias)
+        z = conv_rows(z, a, top, bottom, h, conv2.weight, conv2.bias)
         if out is None:
             n, c, _, w = z.shape
             out = torch.empty(n, c, h, w, dtype=z.dtype, device=z.device, memory_format=fmt)
@@ -219,67 +224,6 @@ def conv_rows(
     y = F.conv2d(x, weight, bias, padding=(p, pad), groups=groups)
     first = start - p + pad  # the image row of y's first output row
     return y[:, :, lo - first : hi - first]
-
-
-#: up to this many output channels, :func:`conv_rows_by_taps` beats oneDNN's 3x3 convolution
-FEW_OUTPUTS = 4
-
-
-def taps_pay(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`conv_rows_by_taps` is the faster way to convolve ``x`` with ``weight``:
-    few outputs, float32 channels-last on the CPU. Not in bfloat16, where oneDNN's convolution
-    is fast (4.7 ms per 1024 x 128 band against 11) and the nine sums would round in bfloat16
-    (3x the error); not on GPUs, whose convolutions have no 16-lane output vector."""
-    return (
-        weight.shape[0] <= FEW_OUTPUTS
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and is_channels_last(x)
-    )
-
-
-def conv_rows_by_taps(
-    x: Tensor, start: int, lo: int, hi: int, height: int, weight: Tensor, bias: Tensor | None
-) -> Tensor:
-    """:func:`conv_rows` (3x3, padding 1) for a channels-last ``x`` and a convolution with few
-    output channels, such as the decoders' last, 64 -> 3 at 1024 px.
-
-    oneDNN computes a few output channels in a vector of 16, so there it runs at a fifth of its
-    speed (70-80 GFLOP/s on AVX-512). Here one 1x1 convolution computes all nine taps' products
-    at once (``9 * out`` channels, a width it runs well), and nine shifted sums over the small
-    result add them up; every output is the same sum, in another order.
-    """
-    c, rows = x.shape[1], x.shape[2]
-    out_ch = weight.shape[0]
-    p = 1 if (lo == 0 or hi == height) else 0
-    first = start - p + 1  # the image row of the untrimmed output's first row
-    # [9 * out, in, 1, 1], tap-major: channel t * out + o holds weight[o, :, t // 3, t % 3]
-    taps = weight.permute(2, 3, 0, 1).reshape(9 * out_ch, c, 1, 1).to(x.dtype)
-    z = F.conv2d(x, taps.contiguous(memory_format=torch.channels_last))
-    z = as_format(z, True).permute(0, 2, 3, 1)  # [N, rows, W, 9 * out]: a view
-    r0, r1 = lo - first, hi - first  # output rows wanted, in the untrimmed output's numbering
-    # output row r reads x rows r + ky - p; center tap first: it covers every output
-    out = z[:, r0 + 1 - p : r1 + 1 - p, :, 4 * out_ch : 5 * out_ch].clone()
-    if bias is not None:
-        out += bias.to(x.dtype)
-    for t in range(9):
-        if t == 4:
-            continue
-        ky, kx = divmod(t, 3)
-        # rows: x row r + ky - p for output rows [r0, r1), clipped to x's rows (the rest is
-        # the image border's zero padding)
-        a = max(r0, p - ky)
-        b = min(r1, rows - ky + p)
-        src_rows = slice(a + ky - p, b + ky - p)
-        dst_rows = slice(a - r0, b - r0)
-        cols = slice(t * out_ch, (t + 1) * out_ch)
-        if kx == 0:
-            out[:, dst_rows, 1:] += z[:, src_rows, :-1, cols]
-        elif kx == 1:
-            out[:, dst_rows] += z[:, src_rows, :, cols]
-        else:
-            out[:, dst_rows, :-1] += z[:, src_rows, 1:, cols]
-    return out.permute(0, 3, 1, 2)  # [N, out, hi - lo, W], channels-last
 
 
 def _format_of(x: Tensor) -> torch.memory_format:
@@ -531,9 +475,7 @@ def decode(
                 y = block.upsample_conv(hr)
             extra = bank_feats.pop(res)
             slope = act.negative_slope
-            return shuffle_cat_head(
-                y, extra, block.scale, conv1, slope, conv2, opts.rows, res, opts.taps_head
-            )
+            return shuffle_cat_head(y, extra, block.scale, conv1, slope, conv2, opts.rows, res)
         hr = block.upsample_conv(hr)
         if stream and res == penultimate:
             hr_rows = shuffle_cat_rows(hr, bank_feats.pop(res), block.scale)
@@ -590,12 +532,11 @@ class Options:
     """Switches for the parts of the strategy (all on by default; for measuring each part).
 
     ``rows``: band height of the banded stages (outputs taller than this run in bands; a
-    value of at least the output size switches banding off). ``taps_head``: the decoder's last
-    convolution by taps. ``channels_last``: NHWC activations (off: NCHW).
+    value of at least the output size switches banding off). ``channels_last``: NHWC
+    activations (off: NCHW).
     """
 
     rows: int = 128
-    taps_head: bool = True
     channels_last: bool = True
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ from ..config import (
     config_to_dict,
 )
 from ..errors import ConfigError, GleanError, WeightsError
+from ..io import quantize
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import NoiseMode, StyleGAN2Generator
 from ..presets import BANK_PRESETS
@@ -370,7 +371,8 @@ def sample_grid(
             img = generator.generate(
                 batch, truncation_psi=truncation_psi, noise_mode=noise_mode, w_avg=center
             )
-            images.append(((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu())
+            pixels = (img.float().cpu().permute(0, 2, 3, 1).numpy() + 1) / 2  # [N, R, R, C]
+            images.append(torch.from_numpy(quantize(pixels, 8)).permute(0, 3, 1, 2))
     imgs = torch.cat(images)  # [N, C, R, R]
     cols = columns or math.ceil(math.sqrt(num))
     rows = math.ceil(num / cols)
