@@ -10,17 +10,17 @@ runs inference (no gradients), one image at a time.
 What it does, and what each part is worth. Figures: ``python benchmarks/inference.py
 --ablate --rounds 3`` (each variant in its own process, taking turns; median latency, peak
 RSS), fp32, batch 1, 2-core x86-64 CPU, torch 2.13; GLEAN 64 -> 1024 (``glean_ffhq_16x``) and
-32 -> 256 (``glean_cat_8x``). Against the plain definition the whole path takes 0.43x and 0.78x
-the time and 0.62x and 0.92x the peak memory (benchmarks/README.md has the table).
+32 -> 256 (``glean_cat_8x``). Against the plain definition the whole path takes 0.45x and 0.81x
+the time and 0.62x and 0.88x the peak memory (benchmarks/README.md has the table).
 
 * Channels-last (NHWC) activations throughout, oneDNN's fast layout; the per-sample modulated
-  weights are written straight into that layout. Switched off (NCHW): 1.41x the time at
-  64 -> 1024, 1.09x at 32 -> 256.
+  weights are written straight into that layout. Switched off (NCHW): 1.64x the time at
+  64 -> 1024, 1.08x at 32 -> 256.
 * Banding of the large stages (outputs taller than ``Options.rows``): the transposed
   up-sampling convolution with its FIR filter, the bank's last block (:func:`block_rows`) and
   the decoder's last two stages (:func:`shuffle_cat_head`) are computed in row bands, so their
-  full-size intermediates never exist whole. Switched off: 1.65x the peak memory (2261 against
-  1374 MiB) and 1.18x the time at 64 -> 1024; 1.05x and 1.14x at 32 -> 256.
+  full-size intermediates never exist whole. Switched off: 1.64x the peak memory (2259 against
+  1379 MiB) and 1.20x the time at 64 -> 1024; 1.07x and 1.11x at 32 -> 256.
 * The bank's modulated convolutions with the next layer's gain and bias folded into the
   weights and the convolution's bias, noise and leaky ReLU in place: two passes over each
   output instead of five. Part of every variant above (no switch).
