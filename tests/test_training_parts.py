@@ -133,7 +133,9 @@ def test_gradient_accumulation_equals_one_large_batch(built):
     (loss_a, w_a), (loss_b, w_b) = results
     assert loss_a[0].item() == pytest.approx(loss_b[0].item(), rel=1e-6)
     for k in w_a:
-        torch.testing.assert_close(w_a[k], w_b[k], rtol=1e-5, atol=1e-7, msg=k)
+        # float32 sums over 4 samples in another order: differences of a few ulps of the
+        # largest gradient terms (observed up to 2e-7 on weights of size 1e-2)
+        torch.testing.assert_close(w_a[k], w_b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_cosine_schedule_is_the_reference_one():

@@ -27,11 +27,11 @@ the time and 0.62x and 0.88x the peak memory (benchmarks/README.md has the table
 * A batch runs one image at a time: at 256-1024 px one image keeps the CPU busy, and the bands
   are per image.
 
-Measured and left out, being within the spread of repeated runs: storing the convolution
-weights channels-last (oneDNN copies them at each call: 1-2 %), caching the demodulation's
-squared weights, in-place RRDB activations, and computing the 64 -> 3 head convolution by its
-nine taps (-1 % to +6 % over runs). Nothing here changes process-wide state; the allocator
-setting measured in benchmarks/README.md is the user's opt-in.
+Left out, being within the spread of repeated runs: storing the convolution weights
+channels-last, caching the demodulation's squared weights and in-place RRDB activations
+(together, at most a few per cent), and computing the 64 -> 3 head convolution by its nine taps
+(-1 % to +6 % over runs). Nothing here changes process-wide state; the allocator setting
+measured in benchmarks/README.md is the user's opt-in.
 
 Every function here has an equivalence test against the plain definition
 (tests/test_fast_paths.py).
