@@ -35,8 +35,12 @@ import torch
 from sg2_reference import fir
 
 
-def channels(multiplier: int = 2) -> dict[int, int]:
-    """StyleGAN2 config-f widths (every format's literal table)."""
+def channels(multiplier: int | dict[int, int] = 2) -> dict[int, int]:
+    """StyleGAN2 widths per resolution: config-f's literal table (every format's) times a channel
+    multiplier from 64 px up, or, where ``multiplier`` is a dict, that explicit table. Every
+    writer below takes either as its ``multiplier``."""
+    if isinstance(multiplier, dict):
+        return dict(multiplier)
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
     return {r: c if r <= 32 else c * multiplier for r, c in base.items()}
 
@@ -49,6 +53,22 @@ class Det:
 
     def randn(self, *shape: int, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
         return torch.randn(shape, generator=self.g) * scale + offset
+
+
+def nvidia_widths(channel_base: int, channel_max: int, size: int) -> dict[int, int]:
+    """stylegan2-ada-pytorch's ``channels_dict``: ``min(channel_base // res, channel_max)``."""
+    return {
+        2**k: min(channel_base // 2**k, channel_max) for k in range(2, int(math.log2(size)) + 1)
+    }
+
+
+def _nvidia_rule(multiplier, rule) -> tuple[int, int]:
+    """The ``(channel_base, channel_max)`` a snapshot records: ``rule`` if given, else the one
+    of the config-f multiplier (``train.py --cbase 16384 * m --cmax 512``)."""
+    if rule is not None:
+        return rule
+    assert isinstance(multiplier, int), "an explicit width table needs its NVIDIA rule"
+    return 16384 * multiplier, 512
 
 
 def _res_list(size: int) -> list[int]:
@@ -179,9 +199,9 @@ def mmagic_generator(size, style_dim, n_mlp, multiplier=2, seed=0) -> OrderedDic
     return out
 
 
-def mmagic_discriminator(size, seed=1) -> OrderedDict:
+def mmagic_discriminator(size, seed=1, multiplier=2) -> OrderedDict:
     return styled_discriminator_dict(
-        size, seed=seed, weight="conv.weight_orig", linear="linear.weight_orig"
+        size, multiplier, seed=seed, weight="conv.weight_orig", linear="linear.weight_orig"
     )
 
 
@@ -263,13 +283,13 @@ def write_mmagic1_checkpoint(path: Path, *, size, style_dim, n_mlp) -> dict:
     return ckpt
 
 
-def write_mmgen_checkpoint(path: Path, *, size, style_dim, n_mlp) -> dict:
+def write_mmgen_checkpoint(path: Path, *, size, style_dim, n_mlp, multiplier=2) -> dict:
     """mmgeneration 0.x / the released official weights: ``generator_ema.*``, no wrapper."""
     sd = OrderedDict()
     for prefix, seed in (("generator", 31), ("generator_ema", 30)):
-        for k, v in mmagic_generator(size, style_dim, n_mlp, seed=seed).items():
+        for k, v in mmagic_generator(size, style_dim, n_mlp, multiplier, seed=seed).items():
             sd[f"{prefix}.{k}"] = v
-    for k, v in mmagic_discriminator(size, seed=32).items():
+    for k, v in mmagic_discriminator(size, seed=32, multiplier=multiplier).items():
         sd[f"discriminator.{k}"] = v
     ckpt = {"meta": {"mmcv_version": "1.3.1", "iter": 0}, "state_dict": sd}
     torch.save(ckpt, path)
@@ -453,9 +473,11 @@ def _fc(cin, cout, lr_mul, act):
     )  # fmt: skip
 
 
-def nvidia_generator_object(sd, size, style_dim, n_mlp, multiplier, src, conv_clamp=256):
-    """The ``Generator`` of ``training/networks.py`` as pickled: module tree and attributes."""
+def nvidia_generator_object(sd, size, style_dim, n_mlp, multiplier, src, conv_clamp=256, rule=None):
+    """The ``Generator`` of ``training/networks.py`` as pickled: module tree and attributes.
+    ``rule`` is the recorded ``(channel_base, channel_max)`` (see :func:`_nvidia_rule`)."""
     ch, s = channels(multiplier), style_dim
+    channel_base, channel_max = _nvidia_rule(multiplier, rule)
     num_ws = 2 * int(math.log2(size)) - 2
     resolutions = [4, *_res_list(size)]
     fp16_from = max(2 ** (int(math.log2(size)) + 1 - 4), 8)  # num_fp16_res = 4
@@ -475,7 +497,7 @@ def nvidia_generator_object(sd, size, style_dim, n_mlp, multiplier, src, conv_cl
         "z_dim": s, "c_dim": 0, "w_dim": s, "img_resolution": size, "img_channels": 3,
         "mapping_kwargs": EasyDict(num_layers=n_mlp),
         "synthesis_kwargs": EasyDict(
-            channel_base=16384 * multiplier, channel_max=512, num_fp16_res=4,
+            channel_base=channel_base, channel_max=channel_max, num_fp16_res=4,
             conv_clamp=conv_clamp,
         ),
     }  # fmt: skip
@@ -493,7 +515,8 @@ def nvidia_generator_object(sd, size, style_dim, n_mlp, multiplier, src, conv_cl
             "SynthesisNetwork", attrs={"w_dim": s, "img_resolution": size,
             "img_resolution_log2": int(math.log2(size)), "img_channels": 3,
             "block_resolutions": resolutions, "num_ws": num_ws},
-            w_dim=s, img_resolution=size, img_channels=3, channel_base=16384 * multiplier,
+            w_dim=s, img_resolution=size, img_channels=3, channel_base=channel_base,
+            channel_max=channel_max,
         ),
     }  # fmt: skip
     for i in range(n_mlp):
@@ -526,9 +549,10 @@ def nvidia_generator_object(sd, size, style_dim, n_mlp, multiplier, src, conv_cl
     return _persistent_tree(sd, spec, src)
 
 
-def nvidia_discriminator_object(sd, size, multiplier, src, group_size=4):
+def nvidia_discriminator_object(sd, size, multiplier, src, group_size=4, rule=None):
     """The ``Discriminator`` of ``training/networks.py`` (resnet) as pickled."""
     ch = channels(multiplier)
+    channel_base, channel_max = _nvidia_rule(multiplier, rule)
 
     def conv(cin, cout, k, act, bias=True, down=1):
         attrs = {
@@ -549,7 +573,7 @@ def nvidia_discriminator_object(sd, size, multiplier, src, group_size=4):
             "img_resolution_log2": int(math.log2(size)), "img_channels": 3,
             "block_resolutions": blocks},
             c_dim=0, img_resolution=size, img_channels=3, architecture="resnet",
-            channel_base=16384 * multiplier, channel_max=512, num_fp16_res=4, conv_clamp=256,
+            channel_base=channel_base, channel_max=channel_max, num_fp16_res=4, conv_clamp=256,
             epilogue_kwargs=EasyDict(mbstd_group_size=group_size),
         ),
     }  # fmt: skip

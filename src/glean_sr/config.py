@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,6 +26,17 @@ def stylegan2_channels(channel_multiplier: int) -> dict[int, int]:
     }
 
 
+def nvidia_channels(channel_base: int, channel_max: int, resolution: int) -> dict[int, int]:
+    """NVIDIA's channel rule (stylegan2-ada-pytorch, stylegan3): ``min(channel_base // res,
+    channel_max)`` for res = 4, 8, ..., resolution. Config-f is ``channel_base=32768,
+    channel_max=512``; ``--cfg paper256`` halves the base."""
+    return {2**k: min(channel_base // 2**k, channel_max) for k in range(2, _log2(resolution) + 1)}
+
+
+def _log2(value: int) -> int:
+    return int(math.log2(value))
+
+
 def is_power_of_two(value: int) -> bool:
     return isinstance(value, int) and value > 0 and value & (value - 1) == 0
 
@@ -34,12 +46,92 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+#: The fields that describe StyleGAN2's widths besides ``channel_multiplier``; left out of
+#: ``config.json`` when unset, so files written before they existed read back unchanged.
+WIDTH_FIELDS = ("channel_base", "channel_max", "channel_table")
+
+ChannelTable = tuple[tuple[int, int], ...]
+
+
+def _normalise_table(config: Any, name: str = "channel_table") -> None:
+    """Store an explicit width table (a mapping or pairs) as sorted ``(res, width)`` pairs, so
+    that the frozen config stays hashable."""
+    table = getattr(config, name)
+    if table is None:
+        return
+    try:
+        pairs = table.items() if isinstance(table, Mapping) else table
+        pairs = tuple(sorted((r, w) for r, w in pairs))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} must map resolutions to widths ({{4: 512, 8: 512, ...}}), got {table!r}"
+        ) from None
+    object.__setattr__(config, name, pairs)
+
+
+def _check_widths(config: Any, resolution: int) -> None:
+    """Exactly one width description, and a table of positive ints for 4 .. ``resolution``."""
+    _check_int("channel_multiplier", config.channel_multiplier)
+    _normalise_table(config)
+    uses_rule = config.channel_base is not None or config.channel_max is not None
+    if uses_rule and config.channel_table is not None:
+        raise ConfigError(
+            "give the widths either as channel_base/channel_max or as channel_table, not both"
+        )
+    if (uses_rule or config.channel_table is not None) and config.channel_multiplier != 2:
+        raise ConfigError(
+            f"channel_multiplier must stay 2 (its default) when channel_base or channel_table "
+            f"gives the widths, got {config.channel_multiplier!r}"
+        )
+    if uses_rule:
+        _check_int("channel_base", config.channel_base)
+        _check_int("channel_max", config.channel_max)
+    if config.channel_table is not None:
+        expected = [2**k for k in range(2, _log2(resolution) + 1)]
+        got = [r for r, _ in config.channel_table]
+        if got != expected:
+            raise ConfigError(
+                f"channel_table must give the widths at resolutions {expected}, got {got}"
+            )
+    for res, width in _resolve_channels(config, resolution).items():
+        _check_int(f"the width at {res} px", width)
+
+
+def _resolve_channels(config: Any, resolution: int) -> dict[int, int]:
+    """resolution -> width for 4 .. ``resolution``, from whichever description is set."""
+    if config.channel_table is not None:
+        return dict(config.channel_table)
+    if config.channel_base is not None:
+        return nvidia_channels(config.channel_base, config.channel_max, resolution)
+    full = stylegan2_channels(config.channel_multiplier)
+    return {res: full[res] for res in full if res <= resolution}
+
+
+def width_fields(config: Any) -> dict[str, Any]:
+    """The width description of ``config`` as constructor arguments, to build another config
+    with the same widths (a restorer around a bank)."""
+    return {name: getattr(config, name) for name in ("channel_multiplier", *WIDTH_FIELDS)}
+
+
+def describe_widths(config: Any) -> str:
+    """The width description in words, as set: ``channel multiplier 2``, ``channel_base 2048,
+    channel_max 64`` or ``channels {4: 64, 8: 64, ...}``."""
+    if config.channel_table is not None:
+        return f"channels {dict(config.channel_table)}"
+    if config.channel_base is not None:
+        return f"channel_base {config.channel_base}, channel_max {config.channel_max}"
+    return f"channel multiplier {config.channel_multiplier}"
+
+
 @dataclass(frozen=True)
 class StyleGAN2Config:
-    """A StyleGAN2 (config-f) generator used as the latent bank.
+    """A StyleGAN2 generator used as the latent bank.
 
     ``resolution`` is the output size of the generator; ``img_channels`` the channels of its own
-    RGB branch (3 for every released bank).
+    RGB branch (3 for every released bank). The feature widths per resolution (``channels``) are
+    given in one of three ways: rosinality's ``channel_multiplier`` (the default; config-f is 2),
+    NVIDIA's rule ``min(channel_base // res, channel_max)`` (both fields set), or an explicit
+    ``channel_table`` ``{4: 512, 8: 512, ..., resolution: w}``.
     """
 
     model_type: ClassVar[str] = "stylegan2"
@@ -51,6 +143,9 @@ class StyleGAN2Config:
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
     lr_mlp: float = 0.01
     img_channels: int = 3
+    channel_base: int | None = None
+    channel_max: int | None = None
+    channel_table: ChannelTable | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
@@ -60,7 +155,7 @@ class StyleGAN2Config:
             )
         _check_int("style_channels", self.style_channels)
         _check_int("num_mlps", self.num_mlps, minimum=0)
-        _check_int("channel_multiplier", self.channel_multiplier)
+        _check_widths(self, self.resolution)
         _check_int("img_channels", self.img_channels)
         if self.blur_kernel != (1, 3, 3, 1):
             raise ConfigError(
@@ -72,7 +167,9 @@ class StyleGAN2Config:
 
     @property
     def channels(self) -> dict[int, int]:
-        return stylegan2_channels(self.channel_multiplier)
+        """Feature width per resolution, 4 .. resolution: what every network built from this
+        config reads."""
+        return _resolve_channels(self, self.resolution)
 
     @property
     def resolutions(self) -> list[int]:
@@ -91,9 +188,10 @@ class StyleGAN2Config:
 
 @dataclass(frozen=True)
 class StyleGAN2DiscriminatorConfig:
-    """The StyleGAN2 residual discriminator (Karras et al., CVPR 2020, Fig. 7c, config-f).
+    """The StyleGAN2 residual discriminator (Karras et al., CVPR 2020, Fig. 7c).
 
-    ``resolution`` is the input image size. The minibatch standard deviation layer (Karras et
+    ``resolution`` is the input image size; the widths are described as in
+    :class:`StyleGAN2Config`. The minibatch standard deviation layer (Karras et
     al., ICLR 2018, Sec. 3) splits a batch into groups of ``mbstd_group_size`` samples (a batch
     must be a multiple of it, or smaller) and appends ``mbstd_channels`` feature maps.
     """
@@ -106,6 +204,9 @@ class StyleGAN2DiscriminatorConfig:
     mbstd_group_size: int = 4
     mbstd_channels: int = 1
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    channel_base: int | None = None
+    channel_max: int | None = None
+    channel_table: ChannelTable | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
@@ -114,7 +215,7 @@ class StyleGAN2DiscriminatorConfig:
                 f"discriminator resolution must be a power of two in [8, 1024], "
                 f"got {self.resolution!r}"
             )
-        _check_int("channel_multiplier", self.channel_multiplier)
+        _check_widths(self, self.resolution)
         _check_int("img_channels", self.img_channels)
         _check_int("mbstd_group_size", self.mbstd_group_size)
         _check_int("mbstd_channels", self.mbstd_channels)
@@ -127,7 +228,8 @@ class StyleGAN2DiscriminatorConfig:
 
     @property
     def channels(self) -> dict[int, int]:
-        return stylegan2_channels(self.channel_multiplier)
+        """Feature width per resolution, 4 .. resolution."""
+        return _resolve_channels(self, self.resolution)
 
     @property
     def resolutions(self) -> list[int]:
@@ -148,6 +250,7 @@ def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
         )
     _check_int("rrdb_channels", config.rrdb_channels)
     _check_int("num_rrdbs", config.num_rrdbs, minimum=0)
+    _normalise_table(config)
     _ = config.bank  # validates the bank's fields
 
 
@@ -155,7 +258,8 @@ def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
 class _RestorerConfig:
     """The fields and derived sizes every bank-based restorer config shares: GLEAN's
     constructor fields (the sizes, the RRDB encoder, the bank) and the bank, decoder and latent
-    sizes that follow from them."""
+    sizes that follow from them. The bank's widths are described as in :class:`StyleGAN2Config`
+    (a table covers 4 .. out_size); the encoder and decoder take their widths from them."""
 
     in_size: int
     out_size: int
@@ -167,6 +271,9 @@ class _RestorerConfig:
     channel_multiplier: int = 2
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
     lr_mlp: float = 0.01
+    channel_base: int | None = None
+    channel_max: int | None = None
+    channel_table: ChannelTable | None = None
 
     @property
     def bank(self) -> StyleGAN2Config:
@@ -174,9 +281,9 @@ class _RestorerConfig:
             resolution=self.out_size,
             style_channels=self.style_channels,
             num_mlps=self.num_mlps,
-            channel_multiplier=self.channel_multiplier,
             blur_kernel=self.blur_kernel,
             lr_mlp=self.lr_mlp,
+            **width_fields(self),
         )
 
     @property
@@ -185,7 +292,8 @@ class _RestorerConfig:
 
     @property
     def channels(self) -> dict[int, int]:
-        return stylegan2_channels(self.channel_multiplier)
+        """The bank's feature widths, 4 .. out_size: the encoder and decoder use them too."""
+        return self.bank.channels
 
     @property
     def decoder_resolutions(self) -> list[int]:
@@ -277,8 +385,24 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"model_type": config.model_type}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
+        if f.name in WIDTH_FIELDS and value is None:
+            continue  # unset width descriptions stay out: older files read back the same
+        if f.name == "channel_table":
+            out[f.name] = {str(res): width for res, width in value}  # JSON keys are strings
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def _table_from_json(table: Any) -> Any:
+    """``{"4": 512, ...}`` as JSON stores it -> ``{4: 512, ...}``; other values are left to the
+    config's own check."""
+    if not isinstance(table, dict):
+        return table
+    try:
+        return {int(res): width for res, width in table.items()}
+    except ValueError:
+        raise ConfigError(f"channel_table keys must be resolutions, got {sorted(table)}") from None
 
 
 def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> Any:
@@ -305,6 +429,8 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
     missing = sorted(required - set(data))
     if missing:
         raise ConfigError(f"missing key(s) in {model_type} config: {', '.join(missing)}")
+    if "channel_table" in data:
+        data["channel_table"] = _table_from_json(data["channel_table"])
     try:
         return cls(**data)
     except TypeError as exc:
@@ -318,7 +444,10 @@ __all__ = [
     "StyleGAN2DiscriminatorConfig",
     "config_from_dict",
     "config_to_dict",
+    "describe_widths",
     "is_power_of_two",
+    "nvidia_channels",
     "register_config",
     "stylegan2_channels",
+    "width_fields",
 ]

@@ -151,4 +151,4 @@ class StyleGAN2Discriminator(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"resolution={c.resolution}, channel_multiplier={c.channel_multiplier}"
+        return f"resolution={c.resolution}, channels={c.channels}"

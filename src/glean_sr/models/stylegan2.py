@@ -413,5 +413,5 @@ class StyleGAN2Generator(nn.Module):
         c = self.config
         return (
             f"resolution={c.resolution}, style_channels={c.style_channels}, "
-            f"num_mlps={c.num_mlps}, channel_multiplier={c.channel_multiplier}"
+            f"num_mlps={c.num_mlps}, channels={c.channels}"
         )

@@ -10,6 +10,7 @@ has no discriminator although the GAN loss needs one, or does not fit the recipe
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from torch import nn
@@ -20,6 +21,17 @@ from ..errors import GleanError, WeightsError
 _MODEL_KEY = {"resolution": "out_size"}
 
 
+def _setting(field: str, value: Any) -> str:
+    """The ``model.*`` override that sets ``field`` to the bank's ``value`` (TOML syntax, no
+    spaces: tuples such as a width table become nested arrays)."""
+    key = f"model.{_MODEL_KEY.get(field, field)}"
+    if value is None:
+        return f"no {key}"
+    if isinstance(value, tuple):
+        return f"{key}={json.dumps(value, separators=(',', ':'))}"
+    return f"{key}={value}"
+
+
 def _mismatch(source: str, have: Any, need: Any, model_config: Any) -> str:
     """One line: which bank fields differ and which ``model.*`` overrides would fit the bank."""
     names = [f.name for f in dataclasses.fields(need)]
@@ -27,7 +39,7 @@ def _mismatch(source: str, have: Any, need: Any, model_config: Any) -> str:
     told = ", ".join(
         f"its {n} is {getattr(have, n)}, the model needs {getattr(need, n)}" for n in diffs
     )
-    fix = " ".join(f"model.{_MODEL_KEY.get(n, n)}={getattr(have, n)}" for n in diffs)
+    fix = " ".join(_setting(n, getattr(have, n)) for n in diffs)
     return (
         f"the bank '{source}' does not fit the recipe's model ({model_config.in_size} -> "
         f"{model_config.out_size}): {told}; use a bank that fits or set {fix}"

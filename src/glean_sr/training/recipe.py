@@ -176,6 +176,8 @@ class Recipe:
         """Plain nested dict (TOML/JSON-ready); :func:`recipe_from_dict` reads it back."""
         out: dict[str, Any] = {"name": self.name, "out_dir": self.out_dir, "seed": self.seed}
         model = config_to_dict(self.model)
+        if "channel_table" in model:  # TOML keys are strings: the table is written as pairs
+            model["channel_table"] = [[int(r), w] for r, w in model["channel_table"].items()]
         out["model"] = {"type": model.pop("model_type"), **model}
         for section in ("bank", "data", "val", "loss", "optim", "train"):
             out[section] = {

@@ -45,6 +45,8 @@ from ..config import (
     StyleGAN2Config,
     config_from_dict,
     config_to_dict,
+    describe_widths,
+    width_fields,
 )
 from ..errors import ConfigError, GleanError, WeightsError
 from ..io import quantize
@@ -100,7 +102,7 @@ class LoadedBank:
         w_avg = "stored w_avg" if self.generator.stored_w_avg is not None else "no stored w_avg"
         return (
             f"{self.format}: {which} {c.resolution}px, style {c.style_channels}, "
-            f"{c.num_mlps} mapping layers, channel multiplier {c.channel_multiplier}, "
+            f"{c.num_mlps} mapping layers, {describe_widths(c)}, "
             f"{disc}, {w_avg}, images {self.source_channel_order} in the file"
         )
 
@@ -403,8 +405,8 @@ def _restorer_from_bank(
         out_size=c.resolution,
         style_channels=c.style_channels,
         num_mlps=c.num_mlps,
-        channel_multiplier=c.channel_multiplier,
         blur_kernel=c.blur_kernel,
+        **width_fields(c),
         lr_mlp=c.lr_mlp,
         **fields,
     )
@@ -420,7 +422,8 @@ def build_glean_from_bank(
     num_rrdbs: int = 23,
 ) -> GLEAN:
     """A GLEAN around ``bank`` (not copied; it is frozen): ``out_size`` is the bank's
-    resolution and style size, mapping depth and channel multiplier are the bank's.
+    resolution and style size, mapping depth and widths are the bank's (encoder and decoder
+    widths follow the bank's).
 
     This is how training on a new category starts (GLEAN, Sec. 3.2 and 3.4: a pretrained
     StyleGAN2 is the bank and stays fixed; encoder, fusion and decoder are trained). The bank's

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..config import GLEANConfig, LightGLEANConfig, stylegan2_channels
 from ..errors import ConfigError, WeightsError
+from .widths import widths_as_fields
 
 #: Sub-modules of the reference restorer that are not part of the network; ignored on load.
 RESTORER_EXTRA_PREFIXES = ("discriminator.", "perceptual_loss.")
@@ -86,6 +87,29 @@ def _need(sd: Mapping[str, Tensor], key: str, name: str) -> Tensor:
     return sd[key]
 
 
+def _block_widths(sd: Mapping[str, Tensor], blocks: Any, name: str) -> dict[int, int]:
+    """Widths of the bank's synthesis blocks: block ``b``'s second conv works at ``2 ** (b + 3)``
+    px; its weight is ``[1, out, in, 3, 3]``."""
+    return {
+        2 ** (b + 3): int(_need(sd, f"generator.convs.{2 * b + 1}.conv.weight_orig", name).shape[1])
+        for b in blocks
+    }
+
+
+def _lightglean_width_fields(channels: Mapping[int, int], name: str) -> dict[str, Any]:
+    """A LightGLEAN state_dict holds the bank's widths from in_size / 2 up only; the pruned
+    coarse blocks' widths follow only where a config-f multiplier gives the known ones."""
+    for multiplier in (2, 1, 4, 8):
+        full = stylegan2_channels(multiplier)
+        if all(full[res] == width for res, width in channels.items()):
+            return {"channel_multiplier": multiplier}
+    raise WeightsError(
+        f"{name}: the bank's widths {dict(sorted(channels.items()))} are no config-f multiplier's "
+        f"and the pruned coarse blocks' widths are not in the tensors; load it with its "
+        f"config.json"
+    )
+
+
 def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEANConfig:
     """Read GLEAN's constructor arguments off the tensor shapes of an (unprefixed) state_dict."""
     conv_first = _need(sd, "encoder.0.0.conv_first.weight", name)
@@ -101,10 +125,8 @@ def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEAN
     style = _need(sd, "generator.conv1.conv.style_modulation.linear.weight_orig", name)
     num_mlps = _count_indexed(sd, r"generator\.style_mapping\.(\d+)\.bias$")
     num_mlps = max(num_mlps - 1, 0)  # index 0 is the parameter-free PixelNorm
-    channel_multiplier = 2  # below 64 px the multiplier changes no tensor: keep the default
-    if out_size >= 64:
-        key = f"generator.convs.{2 * (6 - 3) + 1}.conv.weight_orig"  # the block at 64x64
-        channel_multiplier = max(int(_need(sd, key, name).shape[1]) // 256, 1)
+    channels = {4: int(_need(sd, "generator.conv1.conv.weight_orig", name).shape[1])}
+    channels.update(_block_widths(sd, range(num_convs // 2), name))
     try:
         return GLEANConfig(
             in_size=in_size,
@@ -114,7 +136,7 @@ def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEAN
             num_rrdbs=_count_indexed(sd, r"encoder\.0\.0\.body\.(\d+)\."),
             style_channels=int(style.shape[1]),
             num_mlps=num_mlps,
-            channel_multiplier=channel_multiplier,
+            **widths_as_fields(channels, name, "GLEAN bank"),
         )
     except ConfigError as exc:
         raise WeightsError(f"{name}: the tensors describe no valid GLEAN ({exc})") from None
@@ -133,10 +155,9 @@ def infer_lightglean_config(sd: Mapping[str, Tensor], name: str = "weights") -> 
             f"(the file is truncated or damaged)"
         )
     in_size, out_size = 2 ** (blocks[0] // 2 + 3), 2 ** (blocks[-1] // 2 + 3)
-    last = _need(sd, f"generator.convs.{blocks[-1]}.conv.weight_orig", name)
-    channel_multiplier = 2  # below 64 px the multiplier changes no tensor: keep the default
-    if out_size >= 64:
-        channel_multiplier = max(int(last.shape[1]) // stylegan2_channels(1)[out_size], 1)
+    first = _need(sd, f"generator.convs.{blocks[0]}.conv.weight_orig", name)
+    channels = {in_size // 2: int(first.shape[2])}
+    channels.update(_block_widths(sd, range(blocks[0] // 2, blocks[-1] // 2 + 1), name))
     first_decoder = _need(sd, "decoder.0.upsample_conv.weight", name)
     width = int(first_decoder.shape[0]) // 4
     head = _need(sd, f"decoder.{num_decoder - 1}.0.weight", name)
@@ -149,10 +170,8 @@ def infer_lightglean_config(sd: Mapping[str, Tensor], name: str = "weights") -> 
             num_rrdbs=_count_indexed(sd, r"encoder\.0\.body\.(\d+)\."),
             style_channels=int(codes.shape[1]),
             num_mlps=max(_count_indexed(sd, r"generator\.style_mapping\.(\d+)\.bias$") - 1, 0),
-            channel_multiplier=channel_multiplier,
-            decoder_reduction=max(
-                stylegan2_channels(channel_multiplier)[2 * in_size] // max(width, 1), 1
-            ),
+            decoder_reduction=max(channels[2 * in_size] // max(width, 1), 1),
+            **_lightglean_width_fields(channels, name),
             head_channels=int(head.shape[0]),
         )
     except ConfigError as exc:

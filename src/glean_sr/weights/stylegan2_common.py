@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import StyleGAN2Config, StyleGAN2DiscriminatorConfig, stylegan2_channels
+from ..config import StyleGAN2Config, StyleGAN2DiscriminatorConfig
 from ..errors import ConfigError, WeightsError
 from .glean_format import Mismatch
+from .widths import ChannelRule, widths_as_fields
 
 #: The FIR taps of every released StyleGAN2 (``blur_kernel`` / ``resample_filter``).
 TAPS = (1, 3, 3, 1)
@@ -155,26 +156,6 @@ def need_tensor(sd: Mapping[str, Any], key: str, name: str, what: str) -> Tensor
     return value
 
 
-def channel_multiplier(channels: Mapping[int, int], name: str, what: str) -> int:
-    """The config-f channel multiplier that gives ``channels`` (resolution -> width).
-
-    Below 64 px the multiplier changes no width; 2 (config-f) is returned then.
-    """
-    candidates = [
-        m
-        for m in (1, 2, 4, 8)
-        if all(stylegan2_channels(m)[res] == c for res, c in channels.items())
-    ]
-    if not candidates:
-        widths = ", ".join(f"{r}px: {c}" for r, c in sorted(channels.items()))
-        raise WeightsError(
-            f"{name}: the {what}'s channel widths ({widths}) are not StyleGAN2 config-f's "
-            f"(512 up to 32 px, then 256 x m at 64 px halving per resolution); other widths "
-            f"are not supported"
-        )
-    return 2 if 2 in candidates else candidates[0]
-
-
 def _build_config(cls: type, name: str, what: str, **fields: Any) -> Any:
     try:
         return cls(**fields)
@@ -190,8 +171,10 @@ def generator_config(
     num_mlps: int,
     img_channels: int,
     lr_mlp: float = 0.01,
+    rule: ChannelRule | None = None,
 ) -> StyleGAN2Config:
-    """The generator whose widths are ``channels`` (resolution -> width, 4 .. resolution).
+    """The generator whose widths are ``channels`` (resolution -> width, 4 .. resolution);
+    ``rule`` is NVIDIA's recorded ``(channel_base, channel_max)`` where the file has one.
 
     ``lr_mlp`` is not in the tensors; 0.01 is every released network's (and every code's
     default)."""
@@ -202,9 +185,9 @@ def generator_config(
         resolution=max(channels),
         style_channels=style_channels,
         num_mlps=num_mlps,
-        channel_multiplier=channel_multiplier(channels, name, "generator"),
         img_channels=img_channels,
         lr_mlp=lr_mlp,
+        **widths_as_fields(channels, name, "generator", rule),
     )
 
 
@@ -215,6 +198,7 @@ def discriminator_config(
     img_channels: int,
     final_in_channels: int,
     mbstd_group_size: int = 4,
+    rule: ChannelRule | None = None,
 ) -> StyleGAN2DiscriminatorConfig:
     """The discriminator whose widths are ``channels`` (resolution -> width, 4 .. resolution);
     the minibatch-stddev channels are what the final conv takes beyond the 4x4 features."""
@@ -223,10 +207,10 @@ def discriminator_config(
         name,
         "StyleGAN2 discriminator",
         resolution=max(channels),
-        channel_multiplier=channel_multiplier(channels, name, "discriminator"),
         img_channels=img_channels,
         mbstd_group_size=mbstd_group_size,
         mbstd_channels=final_in_channels - channels.get(4, 0),
+        **widths_as_fields(channels, name, "discriminator", rule),
     )
 
 

@@ -18,6 +18,11 @@ Numerical differences to glean-sr (= mmagic), all handled by the rule table or e
 * filters: ``resample_filter`` buffers are ``[1,3,3,1]`` outer products with sum 1; ours carry
   the up-sampling gain 4. The RGB skip is up-sampled with the same filter, pad (2, 1).
 * ``mapping.w_avg`` is NVIDIA's running mean of ``w``: kept as the truncation centre.
+* widths: ``min(channel_base // res, channel_max)``; the recorded constructor arguments
+  (``_init_kwargs``: ``channel_base``, ``channel_max``, ``img_resolution``, ``z_dim``,
+  ``w_dim``, the mapping's ``num_layers``) are read and must agree with the tensor shapes. Any
+  widths load; a file whose widths are a config-f channel multiplier's gets the same config as a
+  rosinality file.
 * ``conv_clamp`` (256 in networks trained by ``train.py``) clamps activations at +-256 even in
   fp32; glean-sr does not clamp (trained networks stay far below it). ``num_fp16_res`` is a
   precision setting only: glean-sr computes in fp32 (NVIDIA's ``force_fp32=True``).
@@ -218,7 +223,44 @@ def _attr(attrs: Mapping[str, dict[str, Any]], path: str, key: str, default: Any
 
 def _refuse_unless(ok: bool, name: str, what: str) -> None:
     if not ok:
-        raise WeightsError(f"{name}: {what} is not supported (only StyleGAN2 config-f networks)")
+        raise WeightsError(f"{name}: {what} is not supported (only StyleGAN2 networks)")
+
+
+#: NVIDIA's constructor default, used where a recorded call gave channel_base only.
+_NVIDIA_CHANNEL_MAX = 512
+
+
+def _init_kwargs(attrs: Mapping[str, dict[str, Any]], path: str) -> dict[str, Any]:
+    """The keyword arguments ``path``'s module was constructed with (``persistence`` records
+    them), with the generator's nested ``synthesis_kwargs`` / ``mapping_kwargs`` flattened in."""
+    kwargs = _attr(attrs, path, "_init_kwargs")
+    if not isinstance(kwargs, Mapping):
+        return {}
+    out = dict(kwargs)
+    for nested in ("synthesis_kwargs", "mapping_kwargs"):
+        if isinstance(kwargs.get(nested), Mapping):
+            out.update(kwargs[nested])
+    return out
+
+
+def _channel_rule(kwargs: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(channel_base, channel_max)`` as recorded (stylegan2-ada-pytorch's ``train.py`` passes
+    both; stylegan3's too), or None where the call recorded no ``channel_base``."""
+    if "channel_base" not in kwargs:
+        return None
+    rule = (kwargs["channel_base"], kwargs.get("channel_max", _NVIDIA_CHANNEL_MAX))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in rule):
+        return None
+    return rule
+
+
+def _check_recorded(kwargs: Mapping[str, Any], key: str, actual: int, name: str, what: str):
+    """A recorded constructor argument must agree with what the tensors say."""
+    recorded = kwargs.get(key)
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != actual:
+        raise WeightsError(
+            f"{name}: the {what} records {key}={recorded}, its tensors give {actual}"
+        )
 
 
 def infer_generator_config(
@@ -244,13 +286,23 @@ def infer_generator_config(
             f"{name}: z size {fc0.shape[1]} differs from w size {style.shape[1]} "
             f"(glean-sr's mapping network keeps one size)"
         )
+    kwargs = {**_init_kwargs(attrs, "synthesis"), **_init_kwargs(attrs, "")}
+    num_mlps = len(indices(sd, r"mapping\.fc(\d+)\.weight"))
+    for key, actual in (
+        ("img_resolution", max(blocks)),
+        ("z_dim", int(fc0.shape[1])),
+        ("w_dim", int(style.shape[1])),
+        ("num_layers", num_mlps),
+    ):
+        _check_recorded(kwargs, key, actual, name, what)
     return generator_config(
         name,
         channels=channels,
         style_channels=int(style.shape[1]),
-        num_mlps=len(indices(sd, r"mapping\.fc(\d+)\.weight")),
+        num_mlps=num_mlps,
         img_channels=int(need_tensor(sd, "synthesis.b4.torgb.weight", name, what).shape[0]),
         lr_mlp=float(_attr(attrs, "mapping.fc0", "bias_gain", 0.01)),
+        rule=_channel_rule(kwargs),
     )
 
 
@@ -275,12 +327,15 @@ def infer_discriminator_config(
     final = need_tensor(sd, "b4.conv.weight", name, what)
     if int(final.shape[1]) != channels[4] + int(mbstd_channels):
         raise WeightsError(f"{name}: the discriminator's epilogue does not match its mbstd layer")
+    kwargs = _init_kwargs(attrs, "")
+    _check_recorded(kwargs, "img_resolution", resolution, name, what)
     return discriminator_config(
         name,
         channels=channels,
         img_channels=int(from_rgb.shape[1]),
         final_in_channels=int(final.shape[1]),
         mbstd_group_size=int(group),
+        rule=_channel_rule(kwargs),
     )
 
 
