@@ -7,9 +7,10 @@ probed there before and after them, through ``mallinfo2`` (glibc >= 2.33):
 
 - a 64 MiB ``malloc`` is served by its own mapping (``hblks`` goes up by one), as it is by
   default (the mmap threshold is at most 32 MiB); ``mallopt(M_MMAP_MAX, 0)`` would stop that;
-- about 150 MiB of 100 KiB blocks freed in reverse order are handed back to the system
-  (the heap's ``arena`` shrinks), as glibc's trim threshold (at most 64 MiB) makes it do;
-  a raised ``M_TRIM_THRESHOLD`` would keep them.
+- about 250 MiB of 100 KiB blocks freed in reverse order are handed back to the system
+  (the heap's ``arena`` shrinks back to within the trim threshold, which glibc keeps at or
+  below 64 MiB); a raised ``M_TRIM_THRESHOLD`` would keep them. Part of the blocks may reuse
+  free space the heap already had, so what counts is the growth that is handed back.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def allocator():
     block = libc.malloc(64 << 20)
     mapped = libc.mallinfo2().hblks - hblks
     libc.free(block)
-    blocks = (ctypes.c_void_p * 1500)()
+    blocks = (ctypes.c_void_p * 2500)()
     start = libc.mallinfo2().arena
     for i in range(len(blocks)):
         blocks[i] = libc.malloc(100 << 10)
@@ -145,7 +146,7 @@ def test_environment_is_unchanged(probed):
 def test_allocator_has_glibc_defaults(probed, when):
     probe = probed[when]["allocator"]
     assert probe["big_block_mapped"] == 1, "a 64 MiB block was not mmapped: M_MMAP_MAX changed?"
-    assert probe["heap_grown"] >= 100 * MIB, probe
-    assert probe["heap_released"] >= 100 * MIB, (
+    assert probe["heap_grown"] >= 128 * MIB, probe
+    assert probe["heap_released"] >= probe["heap_grown"] - 65 * MIB, (
         f"freed heap was kept ({probe}): M_TRIM_THRESHOLD raised?"
     )
