@@ -351,14 +351,13 @@ def modulated_conv(
 
     The gain and bias of the layer that follows ride on the modulated weights and on the
     convolution's own bias (no extra pass over the output). The modulation goes where the
-    plain layer puts it (weights or activations, see ``ModulatedConv2d``); the up-sampling
+    plain layer puts it (``ModulatedConv2d.modulates_weights``); the up-sampling
     convolution runs banded (:func:`conv_transpose_blur`).
     """
     n, c, h, wd = x.shape
     weight, styles, factor = mod.modulation(w)
     factor = factor * gain
-    out_hw = (2 * h) * (2 * wd) if mod.upsample else h * wd
-    if mod.out_channels * c * mod.kernel_size**2 <= c * h * wd + mod.out_channels * out_hw:
+    if mod.modulates_weights(h, wd):
         xg = x.reshape(1, n * c, h, wd)  # [1, N*in, H, W]
         wg, b = _grouped(mod, weight, styles, factor, bias, xg)
         if mod.upsample:

@@ -93,19 +93,22 @@ class ModulatedConv2d(nn.Module):
             factor = torch.ones_like(styles[:, :1]).expand(-1, self.out_channels)
         return weight, styles, factor
 
+    def modulates_weights(self, h: int, w: int) -> bool:
+        """Whether an ``h x w`` input is convolved with per-sample modulated weights (``True``)
+        or modulated on its activations: ``fused_modconv`` when set, otherwise whichever moves
+        fewer numbers per sample (a modulated weight, or the input and output activations)."""
+        if self.fused_modconv is not None:
+            return self.fused_modconv
+        out_hw = (2 * h) * (2 * w) if self.upsample else h * w
+        weight_numbers = self.out_channels * self.in_channels * self.kernel_size**2
+        return weight_numbers <= self.in_channels * h * w + self.out_channels * out_hw
+
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         """``x: [N, in, H, W]``, ``w: [N, style_channels]`` -> ``[N, out, H', W']``, with
         ``H' = 2H`` when up-sampling, else ``H``."""
         n, c, h, wd = x.shape
         weight, styles, factor = self.modulation(w)
-        fused = self.fused_modconv
-        if fused is None:  # numbers moved per sample: a modulated weight, or two activations
-            out_hw = (2 * h) * (2 * wd) if self.upsample else h * wd
-            fused = (
-                self.out_channels * c * self.kernel_size**2
-                <= c * h * wd + self.out_channels * out_hw
-            )
-        if fused:  # one kernel per sample, as one grouped convolution
+        if self.modulates_weights(h, wd):  # one kernel per sample, as one grouped convolution
             k = self.kernel_size
             wt = weight[None] * styles[:, None, :, None, None] * factor[:, :, None, None, None]
             wt = wt.to(x.dtype)  # [N, out, in, k, k]
