@@ -21,12 +21,16 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import GleanError
 from ..io import is_image_file, list_images, read_image, write_image
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -192,6 +196,27 @@ def _skipped(job: Job, overwrite: bool, report: Reporter) -> bool:
     return False
 
 
+def _guarded(job: Job, report: Reporter, debug: bool, work: Callable[[], T]) -> T | None:
+    """``work()`` for ``job``, or ``None`` once its failure is reported: a :class:`GleanError`
+    is the file's one error line, any other exception an internal error (re-raised with
+    ``debug``). ``work`` never returns ``None`` itself."""
+    try:
+        return work()
+    except GleanError as exc:
+        report.fail(str(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        report.internal_error(job, exc)
+    return None
+
+
+def _write(data: Any, output: Path, overwrite: bool) -> list[str]:
+    """Write ``data`` to ``output`` (its folder made first); the writer's notes."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return list(write_image(data, output, overwrite=overwrite))
+
+
 def upscale_files(
     upscaler: Any,
     jobs: list[Job],
@@ -226,16 +251,8 @@ def upscale_files(
             pending.clear()
             return
         for (job, prep), (data, record) in zip(pending, restored, strict=True):
-            try:
-                job.output.parent.mkdir(parents=True, exist_ok=True)
-                notes = write_image(data, job.output, overwrite=overwrite)
-            except GleanError as exc:
-                report.fail(str(exc))
-                continue
-            except Exception as exc:
-                if debug:
-                    raise
-                report.internal_error(job, exc)
+            notes = _guarded(job, report, debug, partial(_write, data, job.output, overwrite))
+            if notes is None:
                 continue
             steps = "; ".join([prep.image.describe(), *record.steps, *notes])
             report.ok(f"{job.path}: {steps} -> {job.output}")
@@ -246,15 +263,9 @@ def upscale_files(
         for job in jobs:
             if _skipped(job, overwrite, report):
                 continue
-            try:
-                prep = upscaler.prepare(read_image(job.path, max_pixels=max_pixels))
-            except GleanError as exc:
-                report.fail(str(exc))
-                continue
-            except Exception as exc:
-                if debug:
-                    raise
-                report.internal_error(job, exc)
+            read = partial(read_image, job.path, max_pixels=max_pixels)
+            prep = _guarded(job, report, debug, lambda read=read: upscaler.prepare(read()))
+            if prep is None:
                 continue
             pending.append((job, prep))
             if len(pending) >= upscaler.batch_size:
@@ -270,6 +281,31 @@ class PhotoCounts:
 
     faces: int = 0
     without_faces: int = 0
+
+
+def _restore_photo(
+    restorer: Any,
+    job: Job,
+    max_pixels: int | None,
+    overwrite: bool,
+    comparison: bool,
+    save_crops: bool,
+) -> tuple[Any, Any, list[str], list[str]]:
+    """Read, restore and write one photo: ``(photo, result, writer notes, what was written)``."""
+    photo = read_image(job.path, max_pixels=max_pixels)
+    result = restorer(photo)
+    notes = _write(result.data, job.output, overwrite)
+    written = [str(job.output)]
+    stem = job.output.with_suffix("")
+    if comparison:
+        compare = stem.with_name(stem.name + "_compare").with_suffix(job.output.suffix)
+        write_image(result.comparison(), compare, overwrite=overwrite)
+        written.append(str(compare))
+    if save_crops and result.record.faces:
+        folder = stem.with_name(stem.name + "_crops")
+        result.save_crops(folder, overwrite=overwrite)
+        written.append(f"{folder}/ ({len(result.record.faces)} face(s))")
+    return photo, result, notes, written
 
 
 def restore_photos(
@@ -299,29 +335,13 @@ def restore_photos(
         for job in jobs:
             if _skipped(job, overwrite, report):
                 continue
-            try:
-                photo = read_image(job.path, max_pixels=max_pixels)
-                result = restorer(photo)
-                job.output.parent.mkdir(parents=True, exist_ok=True)
-                notes = list(write_image(result.data, job.output, overwrite=overwrite))
-                written = [str(job.output)]
-                stem = job.output.with_suffix("")
-                if comparison:
-                    compare = stem.with_name(stem.name + "_compare").with_suffix(job.output.suffix)
-                    write_image(result.comparison(), compare, overwrite=overwrite)
-                    written.append(str(compare))
-                if save_crops and result.record.faces:
-                    folder = stem.with_name(stem.name + "_crops")
-                    result.save_crops(folder, overwrite=overwrite)
-                    written.append(f"{folder}/ ({len(result.record.faces)} face(s))")
-            except GleanError as exc:
-                report.fail(str(exc))
+            work = partial(
+                _restore_photo, restorer, job, max_pixels, overwrite, comparison, save_crops
+            )
+            done = _guarded(job, report, debug, work)
+            if done is None:
                 continue
-            except Exception as exc:
-                if debug:
-                    raise
-                report.internal_error(job, exc)
-                continue
+            photo, result, notes, written = done
             counts.faces += len(result.record.faces)
             counts.without_faces += not result.record.faces
             steps = "; ".join([photo.describe(), *result.record.steps, *notes])
