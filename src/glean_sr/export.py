@@ -95,8 +95,8 @@ def verify_onnx(
     lq = torch.rand(batch, model.img_channels, model.in_size, model.in_size, generator=g) * 2 - 1
     with torch.no_grad():
         ref = model.eval()(lq).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["sr"], {"lq": lq.numpy()})[0]
+    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = runtime.run(["sr"], {"lq": lq.numpy()})[0]
     if got.shape != ref.shape:
         raise GleanError(f"{path}: onnxruntime returned shape {got.shape}, PyTorch {ref.shape}")
     diff = float(np.max(np.abs(got - ref)))
