@@ -28,6 +28,10 @@ class ImageError(GleanError):
     """An input image cannot be read or does not satisfy the model's input contract."""
 
 
+class DataError(GleanError):
+    """A training or evaluation data set is missing, empty or does not fit the model."""
+
+
 class MissingDependencyError(GleanError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -256,7 +256,7 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
+def coerce_value(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``hint``; ints are accepted where floats go."""
     origin = get_origin(hint)
     if origin is Literal:
@@ -266,7 +266,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         for option in get_args(hint):
             try:
-                return _coerce(value, option, key)
+                return coerce_value(value, option, key)
             except ConfigError:
                 pass
         _fail(f"{key}: {value!r} matches none of {hint}")
@@ -275,11 +275,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             _fail(f"{key} must be a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+            return tuple(coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             _fail(f"{key} must have {len(args)} entries, got {len(value)}")
         pairs = enumerate(zip(value, args, strict=True))
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
+        return tuple(coerce_value(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
     if hint is bool:
         if not isinstance(value, bool):
             _fail(f"{key} must be true or false, got {value!r}")
@@ -301,7 +301,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise TypeError(f"unsupported recipe annotation {hint!r} for {key}")
 
 
-def _section_from_dict(cls: type, data: Any, section: str) -> Any:
+def section_from_dict(cls: type, data: Any, section: str) -> Any:
     if not isinstance(data, dict):
         _fail(f"[{section}] must be a table, got {data!r}")
     hints = get_type_hints(cls)
@@ -318,7 +318,7 @@ def _section_from_dict(cls: type, data: Any, section: str) -> Any:
     ]
     if missing:
         _fail(f"missing key(s) in [{section}]: {', '.join(missing)}")
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in data.items()}
+    kwargs = {k: coerce_value(v, hints[k], f"{section}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -336,7 +336,7 @@ def _model_from_dict(data: Any) -> Any:
     if unknown:
         known = ", ".join(sorted(names))
         _fail(f"unknown key(s) in [model]: {', '.join(unknown)} (known: {known})")
-    checked = {k: _coerce(v, hints[k], f"model.{k}") for k, v in data.items()}
+    checked = {k: coerce_value(v, hints[k], f"model.{k}") for k, v in data.items()}
     return config_from_dict({"model_type": model_type, **checked})
 
 
@@ -364,19 +364,19 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
                 else f"recipe is missing the top-level key {key!r}"
             )
     kwargs: dict[str, Any] = {
-        k: _coerce(data[k], hint, k) for k, hint in _TOP_LEVEL.items() if k in data
+        k: coerce_value(data[k], hint, k) for k, hint in _TOP_LEVEL.items() if k in data
     }
     kwargs["model"] = _model_from_dict(data["model"])
     for name, cls in _SECTIONS.items():
         if name in data:
-            kwargs[name] = _section_from_dict(cls, data[name], name)
+            kwargs[name] = section_from_dict(cls, data[name], name)
     return Recipe(**kwargs)
 
 
 # -- files and overrides ------------------------------------------------------------------------
 
 
-def _load_toml(text: str, what: str) -> dict[str, Any]:
+def parse_toml(text: str, what: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -403,7 +403,7 @@ def read_recipe_dict(source: str | Path) -> dict[str, Any]:
                 f"(shipped: {', '.join(recipe_names())})"
             )
         path = shipped
-    return _load_toml(path.read_text(encoding="utf-8"), str(path))
+    return parse_toml(path.read_text(encoding="utf-8"), str(path))
 
 
 def _field_hint(path: list[str], data: dict[str, Any]) -> Any:
@@ -435,7 +435,7 @@ def _field_hint(path: list[str], data: dict[str, Any]) -> Any:
 def _parse_value(text: str, hint: Any) -> Any:
     """TOML syntax for the value; a bare word is a string when the key holds text."""
     try:
-        value = _load_toml(f"v = {text}", "override")["v"]
+        value = parse_toml(f"v = {text}", "override")["v"]
     except ConfigError:
         value = text
     if hint is str and not isinstance(value, str):
@@ -454,7 +454,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path = key.split(".")
         hint = _field_hint(path, out)
         value = _parse_value(text.strip(), hint)
-        _coerce(value, hint, key)
+        coerce_value(value, hint, key)
         target = out
         for part in path[:-1]:
             target = target.setdefault(part, {})
@@ -516,10 +516,13 @@ __all__ = [
     "TrainSection",
     "ValSection",
     "apply_overrides",
+    "coerce_value",
     "dump_toml",
     "load_recipe",
+    "parse_toml",
     "read_recipe_dict",
     "recipe_changes",
     "recipe_from_dict",
     "recipe_names",
+    "section_from_dict",
 ]

@@ -30,9 +30,10 @@ class RunLog:
         active: bool,
         tensorboard: bool,
         progress_bar: bool,
-        total_steps: int,
-        start_step: int,
+        total_steps: float,
+        start_step: float,
         name: str,
+        unit: str = "it",
     ):
         self.active = active
         self.writer = None
@@ -47,7 +48,7 @@ class RunLog:
         if progress_bar:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc=name, unit="it")
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=name, unit=unit)
 
     def event(self, kind: str, step: int, **values: Any) -> None:
         """Record one event; numbers also go to TensorBoard as ``kind/name``."""
@@ -65,7 +66,21 @@ class RunLog:
         elif self.bar is not None and kind == "val":
             self.bar.write(f"step {step}: PSNR {values['psnr']:.3f} dB, SSIM {values['ssim']:.4f}")
 
-    def advance(self, n: int = 1) -> None:
+    def note(self, text: str) -> None:
+        """A line for the person watching (above the progress bar when there is one)."""
+        if not self.active:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def image(self, tag: str, img: Any, step: int) -> None:
+        """An ``[H, W, 3]`` uint8 picture to TensorBoard (when it is on)."""
+        if self.active and self.writer is not None:
+            self.writer.add_image(tag, img, step, dataformats="HWC")
+
+    def advance(self, n: float = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
 

@@ -1,0 +1,79 @@
+"""``glean-sr train-bank RECIPE [--resume] [key=value ...]``: train a StyleGAN2 latent bank.
+
+RECIPE is a bank recipe (TOML), the name of a shipped one (``--list``) or, with ``--resume``, a
+run folder. Several GPUs: ``python -m torch.distributed.run --nproc_per_node N -m glean_sr
+train-bank RECIPE ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-bank",
+        help="train a StyleGAN2 latent bank on your images (resumable, torchrun for many GPUs)",
+        description="Train a StyleGAN2 generator and discriminator (Karras et al. 2020: "
+        "non-saturating loss, lazy R1, style mixing, EMA, adaptive augmentation) on a folder of "
+        "images or an array file, and write a bank directory that sample-bank, train and "
+        "convert-bank take. Override any recipe value with section.key=value, e.g. "
+        "data.source=/data/cats optim.total_kimg=2000 train.threads=2.",
+    )
+    p.add_argument("recipe", nargs="?", help="bank recipe file, shipped recipe name, or run folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    p.add_argument("--resume", action="store_true", help="continue the run in out_dir/last.pt")
+    p.add_argument("--list", action="store_true", help="list the shipped bank recipes and exit")
+    p.add_argument(
+        "--print-recipe", action="store_true", help="print the resolved recipe as TOML and exit"
+    )
+    p.set_defaults(func=run, extra_positionals="overrides")
+
+
+def _recipe_dict(source: str, resume: bool) -> dict:
+    from ..training.bank_recipe import read_bank_recipe_dict
+    from ..training.checkpoint import load_checkpoint
+
+    path = Path(source).expanduser()
+    if resume and path.is_dir() and (path / "last.pt").is_file():
+        data = load_checkpoint(path / "last.pt")["recipe"]
+        data["out_dir"] = str(path)
+        return data
+    return read_bank_recipe_dict(source)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..training.bank_recipe import (
+        apply_bank_overrides,
+        bank_recipe_from_dict,
+        bank_recipe_names,
+    )
+
+    if args.list:
+        for name in bank_recipe_names():
+            print(name)
+        return 0
+    if not args.recipe:
+        raise ConfigError(
+            f"name a bank recipe: a TOML file or one of {', '.join(bank_recipe_names())}"
+        )
+    recipe = bank_recipe_from_dict(
+        apply_bank_overrides(_recipe_dict(args.recipe, args.resume), args.overrides)
+    )
+    if args.print_recipe:
+        print(recipe.to_toml(), end="")
+        return 0
+    from ..training.bank_loop import train_bank
+
+    summary = train_bank(recipe, resume=args.resume)
+    if summary["rank"] == 0:
+        state = "finished" if summary["finished"] else "stopped"
+        line = f"{state} at {summary['kimg']:g} kimg; bank in {summary['bank']}"
+        if summary["fid"] is not None:
+            line += f"; last FID {summary['fid']:.3f}"
+        if not summary["finished"]:
+            line += f" (continue with: glean-sr train-bank {summary['out_dir']} --resume)"
+        print(line)
+    return 0
