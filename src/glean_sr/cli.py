@@ -23,6 +23,7 @@ COMMANDS = [
     "convert",
     "convert-bank",
     "sample-bank",
+    "train-bank",
     "prepare",
     "train",
     "export-onnx",
