@@ -332,6 +332,17 @@ class GLEANConfig(_RestorerConfig):
 
 
 @dataclass(frozen=True)
+class GLEANNoBankConfig(GLEANConfig):
+    """GLEAN with every latent-bank feature discarded: the paper's ablation of the bank (CVPR
+    2021, Sec. 4.3 "Effects of latent bank features", Fig. 8, left). The same fields, encoder
+    and decoder as :class:`GLEANConfig`; the decoder receives zeros where GLEAN concatenates
+    the bank's features, so the network is exactly GLEAN's encoder-decoder without the prior.
+    """
+
+    model_type: ClassVar[str] = "glean_nobank"
+
+
+@dataclass(frozen=True)
 class LightGLEANConfig(_RestorerConfig):
     """LightGLEAN (TPAMI 2023, Sec. 4): the RRDB encoder E0 only, a bank that starts at the
     input resolution, learnable latent codes shared by all inputs, and a narrow decoder.
@@ -377,6 +388,7 @@ def register_config(cls: type) -> type:
 register_config(StyleGAN2Config)
 register_config(StyleGAN2DiscriminatorConfig)
 register_config(GLEANConfig)
+register_config(GLEANNoBankConfig)
 register_config(LightGLEANConfig)
 
 
@@ -439,6 +451,7 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
 
 __all__ = [
     "GLEANConfig",
+    "GLEANNoBankConfig",
     "LightGLEANConfig",
     "StyleGAN2Config",
     "StyleGAN2DiscriminatorConfig",

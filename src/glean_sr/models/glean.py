@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import GLEANConfig
+from ..config import GLEANConfig, GLEANNoBankConfig
 from .base import BankRestorer
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
@@ -139,3 +139,27 @@ class GLEAN(BankRestorer):
     def extra_repr(self) -> str:
         c = self.config
         return f"in_size={c.in_size}, out_size={c.out_size}, num_rrdbs={c.num_rrdbs}"
+
+
+class GLEANNoBank(GLEAN):
+    """GLEAN's encoder-decoder with the latent bank's features discarded (the paper's ablation,
+    :class:`~glean_sr.config.GLEANNoBankConfig`): ``sr = decoder(E_in, zeros)``.
+
+    It keeps GLEAN's module tree and keys, so it trains with the same recipe and code; the
+    bank, the coarse encoder blocks, the latent head and the fusion convolutions do not reach
+    the output and are frozen by the trainer (they stay at their initial values).
+    """
+
+    def __init__(self, config: GLEANNoBankConfig, bank: StyleGAN2Generator | None = None):
+        super().__init__(config, bank)
+
+    def forward(self, lq: Tensor) -> Tensor:
+        """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
+        ``sr: [N, img_channels, out_size, out_size]``."""
+        self.check_input(lq)
+        feat = self.encoder[0](lq)  # [N, C_in, in, in]
+        n, ch = lq.shape[0], self.config.channels
+        zeros = {
+            res: feat.new_zeros(n, ch[res], res, res) for res in self.config.decoder_resolutions[1:]
+        }
+        return self.decode(feat, zeros)

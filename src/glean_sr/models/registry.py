@@ -8,13 +8,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..config import GLEANConfig, LightGLEANConfig
-from .glean import GLEAN
+from ..config import GLEANConfig, GLEANNoBankConfig, LightGLEANConfig
+from .glean import GLEAN, GLEANNoBank
 from .light_glean import LightGLEAN
 
 #: model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "glean": (GLEANConfig, GLEAN),
+    "glean_nobank": (GLEANNoBankConfig, GLEANNoBank),
     "lightglean": (LightGLEANConfig, LightGLEAN),
 }
 
