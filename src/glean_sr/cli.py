@@ -25,6 +25,7 @@ COMMANDS = [
     "sample-bank",
     "train-bank",
     "prepare",
+    "build-glyphs",
     "train",
     "export-onnx",
 ]
