@@ -112,8 +112,9 @@ class AdaptiveP:
         if count == 0:
             return p
         self.last_rt = sign_sum / count
-        step = math.copysign(images / (self.speed_kimg * 1000), self.last_rt - self.target)
-        return min(max(p + step, 0.0), self.max_p)
+        # sign(r_t - target), 0 on target (NVIDIA's np.sign): copysign would move p up there
+        direction = (self.last_rt > self.target) - (self.last_rt < self.target)
+        return min(max(p + direction * images / (self.speed_kimg * 1000), 0.0), self.max_p)
 
     def reset(self) -> None:
         self.sign_sum, self.count = 0.0, 0

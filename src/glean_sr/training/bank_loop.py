@@ -298,6 +298,7 @@ def _state(trainer: BankTrainer, step: int, history: dict[str, Any]) -> dict[str
         "w_avg": n.w_avg.cpu(),
         "pl_mean": n.pl_mean.cpu(),
         "augment_p": trainer.augment.p,
+        "ada_rt": trainer.ada.last_rt,  # the last measured r_t, logged until the next one
         "per_process": per_process,
         "history": history,
     }
@@ -315,6 +316,7 @@ def _restore(trainer: BankTrainer, state: dict[str, Any]) -> None:
     n.w_avg.copy_(state["w_avg"])
     n.pl_mean.copy_(state["pl_mean"])
     trainer.augment.p = float(state["augment_p"])
+    trainer.ada.last_rt = float(state.get("ada_rt", math.nan))
     saved = state["per_process"]
     if len(saved) != info.world_size:
         raise ConfigError(
@@ -497,6 +499,13 @@ def _train(
             f"optim.batch_size {o.batch_size} cannot be split over {info.world_size} processes"
         )
     micro = o.batch_size // info.world_size
+    group = recipe.discriminator.mbstd_group_size
+    if micro % group and micro > group:  # D sees each process's images as one batch
+        raise ConfigError(
+            f"optim.batch_size {o.batch_size} over {info.world_size} processes gives {micro} "
+            f"images per process, which must be a multiple of discriminator.mbstd_group_size "
+            f"{group} (or smaller than it)"
+        )
     data = ImageSet(
         recipe.data.source,
         resolution=recipe.generator.resolution,
@@ -591,7 +600,8 @@ def _train(
         grid = sample_grid(
             trainer.nets.G_ema, seed=recipe.seed, num=_GRID, columns=8, batch_size=_GRID
         )
-        _save_png(out_dir / "samples" / f"fakes{kimg:08.1f}kimg.png", grid)
+        # kimg to the image (3 decimals): grids of short sample intervals never overwrite
+        _save_png(out_dir / "samples" / f"fakes{kimg:010.3f}kimg.png", grid)
         log.image("samples", grid, step)
 
     def measure_fid() -> None:
@@ -638,6 +648,8 @@ def _train(
                         for k, v, c in zip(LOSS_NAMES, means, both[1].tolist(), strict=True)
                         if c > 0
                     }
+                    # r_t once ADA has measured it: log.jsonl stays strict JSON (no NaN)
+                    rt = {"r_t": trainer.ada.last_rt} if math.isfinite(trainer.ada.last_rt) else {}
                     now = time.perf_counter()
                     img_s = (step - tick_step) * o.batch_size / max(now - tick, 1e-9)
                     log.event(
@@ -646,7 +658,7 @@ def _train(
                         kimg=nimg / 1000,
                         **losses,
                         augment_p=trainer.augment.p,
-                        r_t=trainer.ada.last_rt,
+                        **rt,
                         img_s=img_s,
                         sec_per_kimg=1000 / img_s,
                     )

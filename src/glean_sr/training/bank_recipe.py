@@ -122,9 +122,11 @@ class TrainSection:
     stop_at_kimg: float = 0.0  # end this invocation early (the run still spans total_kimg)
 
 
-#: keys that may change when a run is resumed: how it runs, not what it computes
+#: keys that may change when a run is resumed: how and where it runs, not what it computes (a
+#: run folder resumes wherever it is now, by whichever path names it)
 RESUMABLE_CHANGES = frozenset(
     {
+        "out_dir",
         "data.source",
         "data.num_workers",
         "train.device",
