@@ -23,6 +23,7 @@ from glean_sr.data.glyphs import (
     render_glyphs,
     split_families,
 )
+from glean_sr.errors import GleanError
 
 pytest.importorskip("fontTools", reason="needs the 'glyphs' extra (pip install glean-sr[glyphs])")
 
@@ -259,3 +260,24 @@ def test_cli_errors_are_one_line(fonts_dir, tmp_path, capsys, case, extra, messa
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("glean-sr build-glyphs: error: ")
     assert message in err
+
+
+def test_png_export_names_carry_the_character(built, capsys):
+    from PIL import Image
+
+    from glean_sr.data.glyphs import CHARS, export_png, glyph_file_name
+    from glean_sr.evaluation.scorers import glyph_label
+
+    out, _, splits = built
+    counts = export_png(out)
+    for split in SPLITS:
+        files = sorted((out / split).iterdir())
+        assert counts[split] == len(files) == len(splits[split]["images"])
+        for i in (0, len(files) - 1):
+            label = CHARS[int(splits[split]["labels"][i])]
+            assert files[i].name == glyph_file_name(i, label)
+            assert glyph_label(files[i].name) == label
+            assert np.array_equal(np.asarray(Image.open(files[i])), splits[split]["images"][i])
+    with pytest.raises(GleanError, match="--overwrite"):
+        export_png(out)
+    assert glyph_label("000001_u0061.png") == "a" and glyph_label("photo.png") is None

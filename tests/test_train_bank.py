@@ -854,3 +854,25 @@ def test_random_feature_fid_separates_sets():
     other = frechet_distance(*blobs, *noise, sqrt_cov1=root)
     assert abs(same) < 1e-6 * other
     assert 0 < alike < other / 4
+
+
+def test_untrained_bank_is_the_runs_starting_point(tmp_path, images, capsys):
+    from glean_sr import load_bank
+    from glean_sr.training.bank_loop import build_networks
+
+    recipe_file = tmp_path / "bank.toml"
+    write_recipe(recipe_file, recipe_dict(tmp_path / "run", images))
+    assert main(["train-bank", str(recipe_file), "--untrained", str(tmp_path / "random")]) == 0
+    assert "untrained bank" in capsys.readouterr().out
+    bank = load_bank(str(tmp_path / "random"))
+    start = build_networks(load_bank_recipe(recipe_file), torch.device("cpu"))
+    for mine, theirs in ((bank.generator, start.G), (bank.discriminator, start.D)):
+        assert mine.state_dict().keys() == theirs.state_dict().keys()
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True)
+        )
+    err = _one_line_error(
+        capsys, ["train-bank", str(recipe_file), "--untrained", str(tmp_path / "random")]
+    )
+    assert "--overwrite" in err

@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--test-families", type=int, default=20, help="font families for test (default 20)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the family split (default 0)")
+    p.add_argument(
+        "--png",
+        action="store_true",
+        help="also write each split as a folder of PNGs named NNNNNN_uXXXX.png (XXXX: the "
+        "character's code point), for glean-sr train and eval",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing glyph set")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -52,4 +58,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(report.summary())
+    if args.png:
+        from ..data.glyphs import export_png
+
+        counts = export_png(args.out_dir, overwrite=args.overwrite)
+        done = ", ".join(f"{n} in {args.out_dir}/{split}" for split, n in counts.items())
+        print(f"wrote PNGs: {done}")
     return 0

@@ -28,7 +28,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--print-recipe", action="store_true", help="print the resolved recipe as TOML and exit"
     )
+    p.add_argument(
+        "--untrained",
+        metavar="DIR",
+        help="write the recipe's seeded, untrained generator and discriminator (the weights the "
+        "run starts from) as a bank directory to DIR and exit: the random-bank baseline",
+    )
+    p.add_argument("--overwrite", action="store_true", help="with --untrained: replace a bank")
     p.set_defaults(func=run, extra_positionals="overrides")
+
+
+def write_untrained(recipe, directory: str, *, overwrite: bool) -> str:
+    """The networks :func:`~glean_sr.training.bank_loop.train_bank` starts from, as a bank."""
+    import torch
+
+    from ..models.discriminator import StyleGAN2Discriminator
+    from ..models.stylegan2 import StyleGAN2Generator
+    from ..weights.banks import LoadedBank, check_bank_directory
+
+    check_bank_directory(directory, overwrite=overwrite)
+    with torch.random.fork_rng(devices=[]):  # the same draws as build_networks
+        torch.manual_seed(recipe.seed)
+        generator = StyleGAN2Generator(recipe.generator)
+        discriminator = StyleGAN2Discriminator(recipe.discriminator)
+    bank = LoadedBank(
+        generator=generator.eval(),
+        discriminator=discriminator.eval(),
+        source=f"{recipe.name}, untrained (seed {recipe.seed})",
+        format="glean-sr train-bank",
+        source_channel_order="RGB",
+        ema=None,
+    )
+    return str(bank.save(directory, overwrite=overwrite))
 
 
 def _recipe_dict(source: str, resume: bool) -> dict:
@@ -64,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.print_recipe:
         print(recipe.to_toml(), end="")
+        return 0
+    if args.untrained:
+        out = write_untrained(recipe, args.untrained, overwrite=args.overwrite)
+        print(f"wrote the untrained bank of {recipe.name} to {out}")
         return 0
     from ..training.bank_loop import train_bank
 

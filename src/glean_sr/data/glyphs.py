@@ -25,7 +25,11 @@ system lists files.
 Output ``OUT/``: ``train.npz``, ``val.npz`` and ``test.npz``, each with ``images`` uint8
 ``[N, S, S]``, ``labels`` int16 ``[N]`` (index into :data:`CHARS`), ``fonts`` (the font file's
 path relative to its root, ``#index`` appended for a face of a collection) and ``families``;
-``glyphs.json`` lists the splits' families and counts and every font used or skipped.
+``glyphs.json`` lists the splits' families and counts and every font used or skipped. With
+``png=True`` each split is also written as a folder of PNG files, ``OUT/<split>/NNNNNN_uXXXX.png``
+(``XXXX`` the character's code point in hex, so ``000007_u0041.png`` is an ``A``), the form that
+``glean-sr train`` and ``glean-sr eval`` read (``eval --metrics chars`` takes the label from the
+name).
 """
 
 from __future__ import annotations
@@ -442,3 +446,27 @@ def load_split(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of a split file written by :func:`build_glyph_set` (no pickled objects)."""
     with np.load(Path(path).expanduser(), allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+def glyph_file_name(index: int, char: str) -> str:
+    """``000123_u0041.png``: the PNG name of glyph ``index`` of a split, showing ``char``."""
+    return f"{index:06d}_u{ord(char):04x}.png"
+
+
+def export_png(out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict[str, int]:
+    """Write every split of the glyph set in ``out_dir`` as a folder of PNG files (see the
+    module docstring); returns the number of files per split."""
+    from PIL import Image
+
+    root = Path(out_dir).expanduser()
+    counts = {}
+    for split in SPLITS:
+        data = load_split(root / f"{split}.npz")
+        folder = root / split
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise GlyphSetError(f"{folder} is not empty; pass --overwrite to replace its PNGs")
+        folder.mkdir(exist_ok=True)
+        for i, (img, label) in enumerate(zip(data["images"], data["labels"], strict=True)):
+            Image.fromarray(img).save(folder / glyph_file_name(i, CHARS[int(label)]))
+        counts[split] = len(data["images"])
+    return counts
