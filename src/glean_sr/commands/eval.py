@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         default="psnr,ssim",
-        help="comma-separated: psnr, ssim, niqe, lpips, fid, identity (dlib), arcface "
-        "(default: psnr,ssim)",
+        help="comma-separated: psnr, ssim, niqe, lpips, fid, identity (dlib), arcface, chars "
+        "(character accuracy and glyph FID, with --glyph-classifier) (default: psnr,ssim)",
     )
     p.add_argument(
         "--channel",
@@ -76,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--arcface-weights", metavar="FILE", help="insightface arcface_torch iresnet backbone.pth"
     )
+    p.add_argument(
+        "--glyph-classifier",
+        metavar="DIR",
+        help="classifier of the chars metric (glean-sr train-glyph-classifier's output)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         lpips_backbone=args.lpips_backbone,
         fid_weights=args.fid_weights,
         arcface_weights=args.arcface_weights,
+        glyph_classifier=args.glyph_classifier,
         overwrite=args.overwrite,
     )
     summary = evaluate(

@@ -48,7 +48,7 @@ from ..weights.pretrained import load_model
 from .metrics import psnr, ssim
 
 #: every metric ``evaluate`` knows; FID is a data-set metric, the others are per image
-METRICS = ("psnr", "ssim", "niqe", "lpips", "fid", "identity", "arcface")
+METRICS = ("psnr", "ssim", "niqe", "lpips", "fid", "identity", "arcface", "chars")
 CHANNEL_CHOICES = ("rgb", "y", "both")
 
 CSV_NAME = "per_image.csv"
@@ -103,6 +103,19 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "range": "[-1, 1]",
         "better": "higher",
     },
+    "char_acc": {
+        "text": "share of images whose character a glyph classifier (glean-sr "
+        "train-glyph-classifier) reads correctly; the label comes from the file name "
+        "(..._u0041.png is A); the GT row is the classifier's ceiling",
+        "range": "[0, 1]",
+        "better": "higher",
+    },
+    "fid_glyph": {
+        "text": "FID between the method's outputs and the GT set in the glyph classifier's "
+        "penultimate features (a domain FID that needs no download), over the whole set",
+        "range": "[0, inf)",
+        "better": "lower",
+    },
     "identity_arcface": {
         "text": "cosine similarity of ArcFace (iresnet) 512-d embeddings of output and GT, the "
         "whole image resized to 112x112",
@@ -128,6 +141,8 @@ class EvalOptions:
         crop_size: side of the centre crop shown per image (output pixels).
         lpips_weights, lpips_backbone, fid_weights, arcface_weights: weight files for those
             metrics (see :mod:`.lpips`, :mod:`.fid`, :mod:`.arcface`).
+        glyph_classifier: the classifier directory of the ``chars`` metric (character
+            accuracy and ``fid_glyph``; :mod:`.glyph_classifier`).
         overwrite: replace report files already in the output folder.
     """
 
@@ -143,6 +158,7 @@ class EvalOptions:
     lpips_backbone: str | None = None
     fid_weights: str | None = None
     arcface_weights: str | None = None
+    glyph_classifier: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -179,6 +195,8 @@ class EvalOptions:
                 cols.append("identity_dlib")
             elif m == "arcface":
                 cols.append("identity_arcface")
+            elif m == "chars":
+                cols.append("char_acc")
         return cols
 
 
@@ -476,7 +494,8 @@ def evaluate(
 
     methods = ["bicubic", *[m.name for m in loaded]]
     columns = options.columns()
-    has_gt_row = "niqe" in options.metrics  # no-reference metrics are also given for the GT
+    # no-reference metrics and the classifier's ceiling are also given for the GT
+    has_gt_row = "niqe" in options.metrics or "chars" in options.metrics
     rows_methods = [*methods, "gt"] if has_gt_row else methods
     running = {m: _Running() for m in rows_methods}
 
@@ -513,7 +532,7 @@ def evaluate(
                 notes = {m: ["" for _ in names] for m in rows_methods}
                 _score_pairs(gts, outputs, values, options)
                 for scorer in scorers:
-                    scorer.score(gts, outputs, values, notes)
+                    scorer.score(gts, outputs, values, notes, names)
                 for i, name in enumerate(names):
                     for m in rows_methods:
                         row = values[m][i]
@@ -590,7 +609,11 @@ def _summary(
 ) -> dict[str, Any]:
     from .. import __version__
 
-    columns = [*options.columns(), *(["fid"] if "fid" in options.metrics else [])]
+    columns = [
+        *options.columns(),
+        *(["fid"] if "fid" in options.metrics else []),
+        *(["fid_glyph"] if "chars" in options.metrics else []),
+    ]
     lq = (
         {"dir": str(lq_dir)}
         if lq_dir is not None

@@ -28,7 +28,12 @@ def _tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
 
 class Scorer:
     def score(
-        self, gts: list[np.ndarray], outputs: dict[str, list[np.ndarray]], values: Values, notes
+        self,
+        gts: list[np.ndarray],
+        outputs: dict[str, list[np.ndarray]],
+        values: Values,
+        notes,
+        names: list[str],
     ) -> None:
         raise NotImplementedError
 
@@ -48,7 +53,7 @@ class NiqeScorer(Scorer):
             )
         self.crop_border = crop_border
 
-    def score(self, gts, outputs, values, notes) -> None:
+    def score(self, gts, outputs, values, notes, names) -> None:
         from .niqe import niqe
 
         for method, images in [*outputs.items(), ("gt", gts)]:
@@ -63,7 +68,7 @@ class LpipsScorer(Scorer):
         self.net = LPIPS.from_files(weights, backbone, device=device)
         self.device = device
 
-    def score(self, gts, outputs, values, notes) -> None:
+    def score(self, gts, outputs, values, notes, names) -> None:
         gt = _tensor(gts, self.device) * 2 - 1
         with torch.inference_mode():
             for method, images in outputs.items():
@@ -89,7 +94,7 @@ class FidScorer(Scorer):
             feats = self.net(_tensor(images, self.device))
         self.stats.setdefault(key, FeatureStats()).add(feats)
 
-    def score(self, gts, outputs, values, notes) -> None:
+    def score(self, gts, outputs, values, notes, names) -> None:
         self._add("gt", gts)
         for method, images in outputs.items():
             self._add(method, images)
@@ -116,7 +121,7 @@ class ArcfaceScorer(Scorer):
         self.net = IResNet.from_file(weights, device=device)
         self.device = device
 
-    def score(self, gts, outputs, values, notes) -> None:
+    def score(self, gts, outputs, values, notes, names) -> None:
         with torch.inference_mode():
             gt = self.net.embed(_tensor(gts, self.device))
             for method, images in outputs.items():
@@ -131,7 +136,7 @@ class DlibScorer(Scorer):
 
         self.model = DlibIdentity()
 
-    def score(self, gts, outputs, values, notes) -> None:
+    def score(self, gts, outputs, values, notes, names) -> None:
         for i, gt in enumerate(gts):
             gt8 = quantize(gt, 8)
             box = self.model.find_face(gt8)
@@ -141,6 +146,70 @@ class DlibScorer(Scorer):
                     continue
                 sim = self.model.similarity(quantize(images[i], 8), gt8, box)
                 values[method][i]["identity_dlib"] = sim
+
+
+def glyph_label(name: str) -> str | None:
+    """The character a glyph file shows, from its name: ``..._u0041.png`` shows ``A`` (the
+    names ``glean-sr build-glyphs --png`` writes); None for other names."""
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    _, sep, code = stem.rpartition("_u")
+    if not sep or not 4 <= len(code) <= 6:
+        return None
+    try:
+        return chr(int(code, 16))
+    except ValueError:
+        return None
+
+
+class GlyphScorer(Scorer):
+    """Character accuracy of a glyph classifier on each method's outputs (the GT row is the
+    ceiling) and an FID in that classifier's penultimate features (``fid_glyph``)."""
+
+    def __init__(self, classifier_dir: str | None, device: torch.device) -> None:
+        from .glyph_classifier import GlyphClassifier
+
+        if not classifier_dir:
+            raise ConfigError(
+                "the chars metric needs a glyph classifier: pass --glyph-classifier DIR "
+                "(glean-sr train-glyph-classifier writes one)"
+            )
+        self.net = GlyphClassifier.from_pretrained(classifier_dir).to(device).eval()
+        self.features = self.net.feature_extractor()
+        self.chars = self.net.config.chars
+        self.device = device
+        self.stats: dict[str, Any] = {}
+
+    def score(self, gts, outputs, values, notes, names) -> None:
+        from .fid import FeatureStats
+
+        labels = [glyph_label(n) for n in names]
+        with torch.inference_mode():
+            for method, images in [*outputs.items(), ("gt", gts)]:
+                x = _tensor(images, self.device)
+                logits = self.net(x)
+                feats = self.features(x)
+                self.stats.setdefault(method, FeatureStats(feats.shape[1])).add(feats)
+                predicted = [self.chars[k] for k in logits.argmax(1).tolist()]
+                for i, (label, guess) in enumerate(zip(labels, predicted, strict=True)):
+                    if label is None or label not in self.chars:
+                        notes[method][i] = "chars: no character label in the file name"
+                        continue
+                    values[method][i]["char_acc"] = float(guess == label)
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        from .fid import frechet_distance, sqrt_psd
+
+        if "gt" not in self.stats or self.stats["gt"].n < 2:
+            return {}
+        mu_gt, cov_gt = self.stats["gt"].mean_cov()
+        root_gt = sqrt_psd(cov_gt)
+        return {
+            method: {
+                "fid_glyph": frechet_distance(mu_gt, cov_gt, *st.mean_cov(), sqrt_cov1=root_gt)
+            }
+            for method, st in self.stats.items()
+            if method != "gt"
+        }
 
 
 def build_scorers(options, *, out_size: int, device: torch.device, num_images: int) -> list[Scorer]:
@@ -157,4 +226,6 @@ def build_scorers(options, *, out_size: int, device: torch.device, num_images: i
             scorers.append(ArcfaceScorer(options.arcface_weights, device))
         elif metric == "identity":
             scorers.append(DlibScorer())
+        elif metric == "chars":
+            scorers.append(GlyphScorer(options.glyph_classifier, device))
     return scorers
