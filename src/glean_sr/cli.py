@@ -27,6 +27,7 @@ COMMANDS = [
     "prepare",
     "build-glyphs",
     "train",
+    "train-glyph-classifier",
     "export-onnx",
 ]
 
