@@ -8,6 +8,7 @@ banks converted by OpenMMLab. The 8 hex digits at the end of each file name are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import GLEANConfig, LightGLEANConfig, StyleGAN2Config
@@ -27,10 +28,28 @@ class Preset:
     url: str | None = None
     sha256_prefix: str | None = None
     psnr: float | None = None  # the released README's PSNR (RGB) on its test set
+    #: a model directory shipped inside the package (``glean_sr/demo/<packaged>``): no download
+    packaged: str | None = None
 
     @property
     def filename(self) -> str | None:
         return self.url.rsplit("/", 1)[-1] if self.url else None
+
+    @property
+    def packaged_path(self) -> Path | None:
+        return DEMO_DIR / self.packaged if self.packaged else None
+
+
+#: where the demo's files are installed
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+#: the model the commands use when no ``-m`` is given: a small demo that ships with glean-sr
+DEMO_MODEL = "glyphs_demo_4x"
+#: how the commands' help names it
+DEMO_HELP = (
+    f"default: {DEMO_MODEL}, the demo that ships with glean-sr: a small 8 -> 32 px restorer of "
+    f"character glyphs (A-Z, a-z, 0-9) trained by glean-sr on Debian's fonts, not a model for "
+    f"photos"
+)
 
 
 def _glean(name: str, in_size: int, out_size: int, **kwargs: Any) -> Preset:
@@ -82,6 +101,24 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+#: The demo: trained by glean-sr itself (recipes glyphs32 and glyphs_glean_4x), stored in fp16
+#: in the package, so it works with no network.
+PRESETS[DEMO_MODEL] = Preset(
+    DEMO_MODEL,
+    GLEANConfig(
+        in_size=8,
+        out_size=32,
+        rrdb_channels=32,
+        num_rrdbs=2,
+        style_channels=256,
+        num_mlps=4,
+        channel_table=((4, 128), (8, 128), (16, 64), (32, 32)),
+    ),
+    "glyph",
+    "demo: 4x SR of 8 px character glyphs (A-Z, a-z, 0-9), glean-sr's own bank and restorer",
+    packaged="glyphs_4x",
+)
 
 #: LightGLEAN (TPAMI 2023, Sec. 4) at the released GLEAN configurations. No weights were
 #: released for it: these are architectures to build and train (``glean-sr train``).

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import GleanError
+from ..presets import DEMO_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="convert a released .pth, state_dict or preset to config.json + model.safetensors",
     )
-    p.add_argument("source", help="preset name, weight file, model directory or URL")
+    p.add_argument(
+        "source",
+        help=f"preset name, weight file, model directory or URL ({DEMO_MODEL} is the shipped demo)",
+    )
     p.add_argument("output", help="directory to write (created if needed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model there")
     p.set_defaults(func=run)

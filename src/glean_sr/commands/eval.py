@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..presets import DEMO_MODEL
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         dest="models",
         metavar="MODEL",
-        help="preset name, model directory or weight file (repeat to compare models)",
+        help=f"preset name, model directory or weight file (repeat to compare models); "
+        f"{DEMO_MODEL} is the demo that ships with glean-sr",
     )
     p.add_argument(
         "--gt",

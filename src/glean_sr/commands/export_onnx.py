@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import GleanError
+from ..presets import DEMO_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Needs the onnx extra: pip install 'glean-sr[onnx]'. Input 'lq' [N, C, in, "
         "in] RGB in [-1, 1], output 'sr' [N, C, out, out].",
     )
-    p.add_argument("model", help="preset name, model directory, weight file or URL")
+    p.add_argument(
+        "model",
+        help=f"preset name, model directory, weight file or URL ({DEMO_MODEL} is the shipped demo)",
+    )
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")

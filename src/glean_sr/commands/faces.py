@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import GleanError
 from ..inference import ALIGNMENTS, DETECTORS, FACE_RESIZES, OUTPUT_EXTENSIONS
+from ..presets import DEMO_MODEL
 from .options import add_device_options, positive_int
 
 
@@ -40,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="PHOTO", help="photo files, folders or globs")
     p.add_argument(
-        "-m", "--model", required=True, help="face model: preset name, model directory or file"
+        "-m",
+        "--model",
+        required=True,
+        help=f"face model: preset name, model directory or file (glean_ffhq_16x, "
+        f"glean_in128out1024_4x2_300k_ffhq_celebahq; the shipped demo {DEMO_MODEL} restores "
+        f"glyphs, not faces)",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..presets import DEMO_MODEL
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Describe a model file, model directory or preset (a preset needs no "
         "download). MACs are for batch 1; see glean_sr.analysis for the two conventions.",
     )
-    p.add_argument("source", help="preset name, model directory, weight file or URL")
+    p.add_argument(
+        "source",
+        help=f"preset name, model directory, weight file or URL ({DEMO_MODEL} is the shipped demo)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

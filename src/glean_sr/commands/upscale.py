@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import GleanError
 from ..inference import FIT_MODES, OUTPUT_EXTENSIONS, RESIZE_METHODS
+from ..presets import DEMO_HELP, DEMO_MODEL
 from .options import add_device_options, positive_int
 
 
@@ -29,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument(
-        "-m", "--model", required=True, help="preset name, model directory, weight file or URL"
+        "-m",
+        "--model",
+        default=DEMO_MODEL,
+        help=f"preset name, model directory, weight file or URL ({DEMO_HELP})",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_DIR", help="folder for the restored images"

@@ -90,6 +90,17 @@ def resolve(
     if not path.exists():
         if text in PRESETS:
             preset = PRESETS[text]
+            if preset.packaged_path is not None:
+                shipped = preset.packaged_path
+                if not shipped.is_dir():
+                    raise WeightsError(
+                        f"the files of '{text}' are missing from this installation ({shipped}); "
+                        f"reinstall glean-sr"
+                    )
+                file_config, sd = _read_model_dir(shipped)
+                return ResolvedWeights(
+                    text, shipped, "glean-sr directory (shipped)", file_config, sd, [], preset
+                )
             if preset.url is None:
                 return ResolvedWeights(
                     text, None, "preset (no weights)", preset.config, None, [], preset
