@@ -55,3 +55,20 @@ def test_every_command_taking_a_model_names_the_demo(command):
     text = " ".join(a.help or "" for a in sub.choices[command]._actions)
     assert presets.DEMO_MODEL in text
     assert "demo" in text
+
+
+def test_convert_stores_weights_in_half_precision(tiny_model_dir, tiny_model, tmp_path, capsys):
+    from safetensors import safe_open
+
+    out = tmp_path / "half"
+    assert main(["convert", str(tiny_model_dir), str(out), "--dtype", "fp16"]) == 0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes == {torch.float16}
+    full = (tiny_model_dir / "model.safetensors").stat().st_size
+    assert (out / "model.safetensors").stat().st_size < 0.55 * full
+    model = load_model(str(out))
+    assert next(model.parameters()).dtype == torch.float32
+    x = torch.rand(2, 3, tiny_model.in_size, tiny_model.in_size) * 2 - 1
+    with torch.no_grad():
+        assert (model(x) - tiny_model.eval()(x)).abs().max() < 1e-2

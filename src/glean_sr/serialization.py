@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from .atomic import atomic_write_bytes
@@ -30,11 +31,15 @@ def save_state_dict_safetensors(
     atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(
+    model: nn.Module, directory: str | os.PathLike, *, dtype: torch.dtype | None = None
+) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory``.
 
-    Each file is written to a temporary name and renamed, so an interrupted save never leaves a
-    half-written file under the final name.
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type, half the
+    size for fp16; loading always gives float32 weights back. Each file is written to a
+    temporary name and renamed, so an interrupted save never leaves a half-written file under
+    the final name.
     """
     from . import __version__
 
@@ -44,7 +49,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     if config is None:
         raise ValueError("save_pretrained needs a glean-sr model (it has no .config)")
     meta = {"format": "pt", "glean_sr_version": __version__, "model_type": config.model_type}
-    save_state_dict_safetensors(model.state_dict(), out / WEIGHTS_NAME, meta)
+    sd = model.state_dict()
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    save_state_dict_safetensors(sd, out / WEIGHTS_NAME, meta)
     text = json.dumps(config_to_dict(config), indent=2) + "\n"
     atomic_write_bytes(out / CONFIG_NAME, text.encode())
     return out

@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"preset name, weight file, model directory or URL ({DEMO_MODEL} is the shipped demo)",
     )
     p.add_argument("output", help="directory to write (created if needed)")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="storage type of the weights (fp16 halves the file; loading gives fp32 back)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model there")
     p.set_defaults(func=run)
 
@@ -32,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
         raise GleanError(f"{out} already holds a model ({', '.join(existing)}); pass --overwrite")
     if out.exists() and not out.is_dir():
         raise GleanError(f"{out} exists and is not a directory")
+    import torch
+
     model = load_model(args.source)
-    model.save_pretrained(out)
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    model.save_pretrained(out, dtype=dtype)
     counts = model.parameter_counts()
     print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({counts['total']:,} parameters)")
     return 0

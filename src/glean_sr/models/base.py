@@ -92,6 +92,7 @@ class BankRestorer(nn.Module):
         bank = {id(p) for p in self.generator.parameters()}
         return [p for p in self.parameters() if id(p) not in bank]
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomically)."""
-        return save_pretrained(self, directory)
+    def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomically);
+        ``dtype=torch.float16`` stores the weights in half precision."""
+        return save_pretrained(self, directory, dtype=dtype)
