@@ -259,7 +259,10 @@ class _RestorerConfig:
     """The fields and derived sizes every bank-based restorer config shares: GLEAN's
     constructor fields (the sizes, the RRDB encoder, the bank) and the bank, decoder and latent
     sizes that follow from them. The bank's widths are described as in :class:`StyleGAN2Config`
-    (a table covers 4 .. out_size); the encoder and decoder take their widths from them."""
+    (a table covers 4 .. out_size); the encoder and decoder take their widths from them.
+    ``bank_img_channels`` is the channel count of the bank's own image branch (3 for every
+    released bank; 1 for a bank trained on grey images), which GLEAN never reads: its input and
+    output have ``img_channels``."""
 
     in_size: int
     out_size: int
@@ -274,6 +277,7 @@ class _RestorerConfig:
     channel_base: int | None = None
     channel_max: int | None = None
     channel_table: ChannelTable | None = None
+    bank_img_channels: int = 3
 
     @property
     def bank(self) -> StyleGAN2Config:
@@ -283,6 +287,7 @@ class _RestorerConfig:
             num_mlps=self.num_mlps,
             blur_kernel=self.blur_kernel,
             lr_mlp=self.lr_mlp,
+            img_channels=self.bank_img_channels,
             **width_fields(self),
         )
 
@@ -399,6 +404,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.name in WIDTH_FIELDS and value is None:
             continue  # unset width descriptions stay out: older files read back the same
+        if f.name == "bank_img_channels" and value == 3:
+            continue  # likewise the RGB bank every released file has
         if f.name == "channel_table":
             out[f.name] = {str(res): width for res, width in value}  # JSON keys are strings
         else:

@@ -396,12 +396,8 @@ def _restorer_from_bank(
     model_cls = MODEL_TYPES[model_type][1]
     generator = bank.generator if isinstance(bank, LoadedBank) else bank
     c = generator.config
-    if c.img_channels != 3:
-        raise ConfigError(
-            f"{model_cls.__name__} needs a bank with 3 image channels, this one has "
-            f"{c.img_channels}"
-        )
     config = config_cls(
+        bank_img_channels=c.img_channels,
         out_size=c.resolution,
         style_channels=c.style_channels,
         num_mlps=c.num_mlps,

@@ -137,6 +137,7 @@ def infer_glean_config(sd: Mapping[str, Tensor], name: str = "weights") -> GLEAN
             style_channels=int(style.shape[1]),
             num_mlps=num_mlps,
             **widths_as_fields(channels, name, "GLEAN bank"),
+            bank_img_channels=int(_need(sd, "generator.to_rgb1.conv.weight_orig", name).shape[1]),
         )
     except ConfigError as exc:
         raise WeightsError(f"{name}: the tensors describe no valid GLEAN ({exc})") from None
