@@ -45,3 +45,16 @@ def test_rgb_banks_keep_their_config_files_unchanged():
     model = build_glean_from_bank(StyleGAN2Generator(cfg), 8, rrdb_channels=16, num_rrdbs=1)
     assert "bank_img_channels" not in config_to_dict(model.config)
     assert model.config.bank_img_channels == 3
+
+
+def test_load_bank_takes_the_bank_inside_a_restorer(tmp_path):
+    from glean_sr import load_bank
+
+    bank = _grey_bank()
+    model = build_glean_from_bank(bank, 8, rrdb_channels=16, num_rrdbs=1).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_bank(str(tmp_path / "m"))
+    assert loaded.discriminator is None and loaded.config == bank.config
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.generator.generate(z), bank.generate(z))

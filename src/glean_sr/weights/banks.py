@@ -10,6 +10,8 @@ and a GLEAN built around a bank.
 * an mmagic 1.x / mmgeneration ``.pth`` or a bare generator state_dict in that layout, incl.
   ``.safetensors`` (:mod:`glean_sr.weights.stylegan2_mmagic`);
 * a bank directory written by :meth:`LoadedBank.save` (``glean-sr convert-bank``);
+* a restorer (a GLEAN model directory, or a preset shipped in the package such as the demo
+  ``glyphs_demo_4x``): the frozen bank inside it, without a discriminator;
 * a name of :data:`glean_sr.presets.BANK_PRESETS` (downloaded once, SHA-256 verified) or a URL.
 
 The result is always in glean-sr's layout and produces (and its discriminator expects) RGB
@@ -289,6 +291,9 @@ def load_bank(
     tensors. Returns modules in eval mode on ``device``.
     """
     text = os.fspath(source)
+    inside = _bank_inside_restorer(text, device)
+    if inside is not None:
+        return inside
     path, known = _resolve_path(text, progress)
     name = str(path)
     if path.is_dir():
@@ -320,6 +325,36 @@ def load_bank(
         source_channel_order=order,
         ema=bank.ema,
         notes=bank.notes + notes,
+    )
+
+
+def _bank_inside_restorer(text: str, device: str | torch.device) -> LoadedBank | None:
+    """The frozen bank of a restorer that ``text`` names (a shipped preset or a model
+    directory whose config is a restorer's), or None when ``text`` names no restorer."""
+    from ..presets import PRESETS
+    from .pretrained import load_model
+
+    path = Path(text).expanduser()
+    shipped = text in PRESETS and PRESETS[text].packaged and not path.exists()
+    model_dir = path.is_dir() and (path / CONFIG_NAME).is_file()
+    if model_dir:
+        try:
+            model_type = json.loads((path / CONFIG_NAME).read_text()).get("model_type")
+        except (json.JSONDecodeError, AttributeError):
+            model_type = None
+        model_dir = model_type not in (None, "stylegan2")
+    if not shipped and not model_dir:
+        return None
+    restorer = load_model(text, device)
+    if restorer.generator.first_resolution is not None:
+        raise WeightsError(f"{text}: its bank keeps only some blocks and cannot sample images")
+    return LoadedBank(
+        generator=restorer.generator,
+        discriminator=None,
+        source=text,
+        format=f"the bank inside the restorer {text}",
+        source_channel_order="RGB",
+        ema=None,
     )
 
 
