@@ -77,3 +77,12 @@ def test_save_and_load_model_directory(tmp_path):
     assert isinstance(loaded, GLEANNoBank)
     with torch.no_grad():
         assert torch.equal(model(_lq()), loaded(_lq()))
+
+
+def test_the_cpu_fast_path_leaves_the_ablation_alone():
+    from glean_sr.inference.cpu_fast import CPUFastPath, accelerate
+
+    torch.manual_seed(0)
+    model = GLEANNoBank(_config()).eval()
+    assert accelerate(model, "cpu") is model
+    assert isinstance(accelerate(GLEAN(_config(GLEANConfig)).eval(), "cpu"), CPUFastPath)

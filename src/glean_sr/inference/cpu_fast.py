@@ -543,6 +543,10 @@ class Options:
             raise ValueError(f"rows must be at least 2, got {self.rows}")
 
 
+#: the networks this module runs, each by its own function
+_RUNS = {GLEAN: _glean, LightGLEAN: _light_glean}
+
+
 class CPUFastPath(nn.Module):
     """A GLEAN or LightGLEAN ``model`` run by this module's execution strategy.
 
@@ -553,7 +557,7 @@ class CPUFastPath(nn.Module):
 
     def __init__(self, model: BankRestorer, options: Options | None = None):
         super().__init__()
-        if not isinstance(model, GLEAN | LightGLEAN):
+        if type(model) not in _RUNS:  # a subclass (e.g. the no-bank ablation) computes otherwise
             raise TypeError(f"CPUFastPath runs GLEAN and LightGLEAN, got {type(model).__name__}")
         self.model = model
         self.options = options or Options()
@@ -569,7 +573,7 @@ class CPUFastPath(nn.Module):
         """``lq: [N, img_channels, in_size, in_size]``, RGB in [-1, 1] ->
         ``[N, img_channels, out_size, out_size]``, contiguous (NCHW)."""
         self.model.check_input(lq)
-        run = _glean if isinstance(self.model, GLEAN) else _light_glean
+        run = _RUNS[type(self.model)]
         fmt = torch.channels_last if self.options.channels_last else torch.contiguous_format
         outs = [
             run(self.model, lq[i : i + 1].contiguous(memory_format=fmt), self.options)
@@ -583,8 +587,9 @@ class CPUFastPath(nn.Module):
 
 def accelerate(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """``model`` wrapped in :class:`CPUFastPath` when it is a GLEAN or LightGLEAN on the CPU
-    (``device``, default: where its parameters are); any other model is returned as it is."""
-    if not isinstance(model, GLEAN | LightGLEAN):
+    (``device``, default: where its parameters are); any other model, subclasses that change
+    the computation included (``GLEANNoBank``), is returned as it is."""
+    if type(model) not in _RUNS:
         return model
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     return CPUFastPath(model) if dev.type == "cpu" else model
