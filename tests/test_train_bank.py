@@ -876,3 +876,25 @@ def test_untrained_bank_is_the_runs_starting_point(tmp_path, images, capsys):
         capsys, ["train-bank", str(recipe_file), "--untrained", str(tmp_path / "random")]
     )
     assert "--overwrite" in err
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_train_and_log_finite_losses(tmp_path, images, precision):
+    """Autocast forward passes (R1 stays fp32): a few steps give finite losses and a bank."""
+    data = recipe_dict(
+        tmp_path / "run",
+        images,
+        optim={"total_kimg": 3 * STEP_KIMG},
+        train={"precision": precision, "fid_kimg": 0, "sample_kimg": 0},
+    )
+    recipe = write_recipe(tmp_path / "bank.toml", data)
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["train-bank", str(recipe)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    train = [e for e in read_log(tmp_path / "run") if e["event"] == "train"]
+    assert len(train) == 3
+    assert all(math.isfinite(e["loss_g"]) and math.isfinite(e["loss_d_real"]) for e in train)
+    assert (tmp_path / "run" / "bank" / "model.safetensors").is_file()
