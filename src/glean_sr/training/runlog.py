@@ -62,6 +62,8 @@ class RunLog:
                     self.writer.add_scalar(f"{kind}/{key}", value, step)
         if self.bar is not None and kind == "train":
             shown = {k.removeprefix("loss_"): f"{v:.4g}" for k, v in values.items() if "loss" in k}
+            if "img_s" in values:  # bank training: images per second beside the kimg count
+                shown["img/s"] = f"{values['img_s']:.1f}"
             self.bar.set_postfix(shown, refresh=False)
         elif self.bar is not None and kind == "val":
             self.bar.write(f"step {step}: PSNR {values['psnr']:.3f} dB, SSIM {values['ssim']:.4f}")
