@@ -1,8 +1,9 @@
 """The demo's example inputs and README pictures, from the runs of scripts/build_demo.sh.
 
 Writes examples/glyphs/*.png (8 x 8 inputs: a word in a held-out font family, reduced with
-MATLAB-compatible bicubic), docs/demo_bank_samples.png (the bank's own samples) and
-docs/demo_test_glyphs.png (held-out glyphs: input, bicubic, the two baselines, GLEAN, truth).
+MATLAB-compatible bicubic), examples/glyphs-original/*.png (the 32 x 32 glyphs they come from),
+docs/demo_bank_samples.png (the bank's own samples) and docs/demo_test_glyphs.png (held-out
+glyphs: input, bicubic, the two baselines, GLEAN, truth).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="data/glyphs32")
     ap.add_argument("--runs", default="runs")
-    ap.add_argument("--family", default="Karla", help="a test family to spell the word in")
+    ap.add_argument("--family", default="Quattrocento", help="a test family to spell the word in")
     args = ap.parse_args()
     runs = Path(args.runs)
     test = load_split(Path(args.data) / "test.npz")
@@ -53,11 +54,13 @@ def main() -> None:
     gts = [_rgb(test["images"][i]) for i in picked]  # [32, 32, 3] uint8
     lqs = [imresize(gt, size=(8, 8)) for gt in gts]  # uint8, as eval and train make them
 
-    examples = Path("examples/glyphs")
-    examples.mkdir(parents=True, exist_ok=True)
-    for k, (i, lq) in enumerate(zip(picked, lqs, strict=True)):
+    examples, originals = Path("examples/glyphs"), Path("examples/glyphs-original")
+    for folder in (examples, originals):
+        folder.mkdir(parents=True, exist_ok=True)
+    for k, (i, lq, gt) in enumerate(zip(picked, lqs, gts, strict=True)):
         name = glyph_file_name(k, CHARS[int(test["labels"][i])])
-        Image.fromarray(lq).save(examples / name, optimize=True)
+        Image.fromarray(lq[:, :, 0]).save(examples / name, optimize=True)
+        Image.fromarray(gt[:, :, 0]).save(originals / name, optimize=True)
 
     rows = [np.concatenate([np.kron(lq, np.ones((4, 4, 1), np.uint8)) for lq in lqs], 1)]
     rows.append(np.concatenate([imresize(lq, 4.0) for lq in lqs], 1))

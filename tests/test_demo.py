@@ -72,3 +72,66 @@ def test_convert_stores_weights_in_half_precision(tiny_model_dir, tiny_model, tm
     x = torch.rand(2, 3, tiny_model.in_size, tiny_model.in_size) * 2 - 1
     with torch.no_grad():
         assert (model(x) - tiny_model.eval()(x)).abs().max() < 1e-2
+
+
+# -- the shipped files -------------------------------------------------------------------------
+
+
+def _readme_first_command() -> list[str]:
+    """The glean-sr part of the README's install-and-run command."""
+    from conftest import SRC
+
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    first = block.strip().splitlines()[0]
+    return first.split("&& .venv/bin/glean-sr", 1)[1].split()
+
+
+def test_the_shipped_demo_is_small_and_complete():
+    demo = presets.PRESETS[presets.DEMO_MODEL].packaged_path
+    files = sorted(p.name for p in demo.iterdir())
+    assert {"config.json", "model.safetensors", "README.md"} <= set(files)
+    total = sum(p.stat().st_size for p in presets.DEMO_DIR.rglob("*") if p.is_file())
+    assert total < 20 * 2**20, f"the demo's files take {total / 2**20:.1f} MiB"
+    model = load_model(presets.DEMO_MODEL)
+    assert model.config == presets.PRESETS[presets.DEMO_MODEL].config
+
+
+@pytest.mark.slow
+def test_the_readme_first_command_runs_offline(tmp_path):
+    from conftest import SRC, run_cli
+
+    args = _readme_first_command()
+    assert "-m" not in args and "--model" not in args, "the first command uses the demo"
+    root = SRC.parent
+    out = tmp_path / "restored"
+    args = [str(out) if a.rstrip("/") == "restored" else a for a in args]
+    proc = run_cli(*args, cwd=root, env={"GLEAN_SR_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    inputs = sorted(p.name for p in (root / "examples" / "glyphs").iterdir())
+    written = sorted(out.iterdir())
+    assert len(written) == len(inputs) > 0
+    for path in written:
+        assert np.asarray(Image.open(path)).shape[:2] == (32, 32)
+
+
+def test_the_demo_restores_held_out_glyphs_better_than_bicubic():
+    """examples/glyphs holds 8 px reductions of glyphs of a held-out font family,
+    examples/glyphs-original the 32 px glyphs they were made from."""
+    from conftest import SRC
+    from glean_sr.data.imresize import imresize
+    from glean_sr.evaluation.metrics import psnr
+
+    model = load_model(presets.DEMO_MODEL)
+    root = SRC.parent / "examples"
+    names = sorted(p.name for p in (root / "glyphs").iterdir())
+    lqs = [np.asarray(Image.open(root / "glyphs" / n).convert("RGB")) for n in names]
+    gts = [np.asarray(Image.open(root / "glyphs-original" / n).convert("RGB")) for n in names]
+    x = torch.from_numpy(np.stack(lqs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        sr = ((model(x).clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    ours = np.mean([psnr(a, b, data_range=255) for a, b in zip(sr, gts, strict=True)])
+    bicubic = np.mean(
+        [psnr(imresize(lq, 4.0), b, data_range=255) for lq, b in zip(lqs, gts, strict=True)]
+    )
+    assert ours > bicubic + 2.0, (ours, bicubic)

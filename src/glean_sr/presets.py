@@ -114,6 +114,7 @@ PRESETS[DEMO_MODEL] = Preset(
         style_channels=256,
         num_mlps=4,
         channel_table=((4, 128), (8, 128), (16, 64), (32, 32)),
+        bank_img_channels=1,
     ),
     "glyph",
     "demo: 4x SR of 8 px character glyphs (A-Z, a-z, 0-9), glean-sr's own bank and restorer",
