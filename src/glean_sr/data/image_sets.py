@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..io import list_images, read_rgb
+from ..io import list_images, quantize, read_rgb
 
 
 class ImageSet(Dataset):
@@ -94,7 +94,7 @@ def _to_channels(img: np.ndarray, channels: int, what: str) -> np.ndarray:
         return img[:, :, :3]
     if c == 3 and channels == 1:  # ITU-R BT.601 luma
         luma = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[:, :, None]
+        return quantize(luma / 255.0, 8)[:, :, None]
     raise DataError(f"{what}: {c} channels, the bank makes {channels}")
 
 
@@ -155,7 +155,7 @@ def _read_array(path: Path, resolution: int, channels: int) -> np.ndarray:
 def _read_file(path: Path, resolution: int, channels: int) -> np.ndarray:
     img = read_rgb(path, keep_uint8=True)
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-        img = np.clip(np.rint(np.asarray(img) * 255.0), 0, 255).astype(np.uint8)
+        img = quantize(np.asarray(img, dtype=np.float32), 8)
     h, w = img.shape[:2]
     if h != w or h < resolution or h % resolution:
         raise DataError(
@@ -165,7 +165,7 @@ def _read_file(path: Path, resolution: int, channels: int) -> np.ndarray:
     if h > resolution:  # area averaging over f x f blocks
         f = h // resolution
         img = img.reshape(resolution, f, resolution, f, -1).mean(axis=(1, 3))
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        img = quantize(img / 255.0, 8)
     return _to_channels(img, channels, str(path))
 
 
