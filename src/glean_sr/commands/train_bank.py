@@ -8,7 +8,6 @@ train-bank RECIPE ...``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,25 +61,15 @@ def write_untrained(recipe, directory: str, *, overwrite: bool) -> str:
     return str(bank.save(directory, overwrite=overwrite))
 
 
-def _recipe_dict(source: str, resume: bool) -> dict:
-    from ..training.bank_recipe import read_bank_recipe_dict
-    from ..training.checkpoint import load_checkpoint
-
-    path = Path(source).expanduser()
-    if resume and path.is_dir() and (path / "last.pt").is_file():
-        data = load_checkpoint(path / "last.pt")["recipe"]
-        data["out_dir"] = str(path)
-        return data
-    return read_bank_recipe_dict(source)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..training.bank_recipe import (
         apply_bank_overrides,
         bank_recipe_from_dict,
         bank_recipe_names,
+        read_bank_recipe_dict,
     )
+    from ..training.checkpoint import read_run_or_recipe
 
     if args.list:
         for name in bank_recipe_names():
@@ -90,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"name a bank recipe: a TOML file or one of {', '.join(bank_recipe_names())}"
         )
-    recipe = bank_recipe_from_dict(
-        apply_bank_overrides(_recipe_dict(args.recipe, args.resume), args.overrides)
-    )
+    data = read_run_or_recipe(args.recipe, run=args.resume, read_recipe=read_bank_recipe_dict)
+    recipe = bank_recipe_from_dict(apply_bank_overrides(data, args.overrides))
     if args.print_recipe:
         print(recipe.to_toml(), end="")
         return 0

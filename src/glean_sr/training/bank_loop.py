@@ -55,7 +55,7 @@ from .distributed import (
     init_distributed,
     shutdown,
 )
-from .loop import StopRequest
+from .loop import StopRequest, stopped
 from .parts import adam
 from .recipe import recipe_changes
 from .runlog import RunLog, check_tensorboard
@@ -625,7 +625,7 @@ def _train(
         counts = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
         tick, tick_step = time.perf_counter(), step
         with StopRequest() as stop:
-            while step < end and not _stopped(stop, info, device):
+            while step < end and not stopped(stop, info, device):
                 real = next(batches).to(device, non_blocking=True)
                 values = trainer.step(real, step)
                 ok = ~torch.isnan(values)
@@ -688,13 +688,6 @@ def _train(
         "fid": history["fid"][-1][1] if history["fid"] else None,
         "rank": info.rank,
     }
-
-
-def _stopped(stop: StopRequest, info: DistInfo, device: torch.device) -> bool:
-    if not info.enabled:
-        return stop.requested
-    flag = torch.tensor([float(stop.requested)], device=device)
-    return all_reduce_sum(flag, info).item() > 0
 
 
 __all__ = ["LOSS_NAMES", "BankTrainer", "build_networks", "train_bank", "write_bank"]

@@ -19,7 +19,6 @@ Shipped bank recipes live in ``glean_sr/recipes/banks/``; :func:`bank_recipe_nam
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -31,7 +30,14 @@ from ..config import (
     config_to_dict,
 )
 from ..errors import ConfigError
-from .recipe import coerce_value, dump_toml, parse_toml, section_from_dict
+from .recipe import (
+    apply_overrides,
+    coerce_value,
+    dump_toml,
+    read_recipe_dict,
+    recipe_names,
+    section_from_dict,
+)
 
 _BANK_RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes" / "banks"
 
@@ -310,21 +316,12 @@ def bank_recipe_from_dict(data: dict[str, Any]) -> BankRecipe:
 
 def bank_recipe_names() -> list[str]:
     """Names of the bank recipes shipped with glean-sr."""
-    return sorted(p.stem for p in _BANK_RECIPES_DIR.glob("*.toml"))
+    return recipe_names(_BANK_RECIPES_DIR)
 
 
 def read_bank_recipe_dict(source: str | Path) -> dict[str, Any]:
     """The raw dict of a bank recipe file, or of a shipped one given by name."""
-    path = Path(source).expanduser()
-    if not path.is_file():
-        shipped = _BANK_RECIPES_DIR / f"{source}.toml"
-        if not shipped.is_file():
-            _fail(
-                f"'{source}' is neither a recipe file nor a shipped bank recipe "
-                f"(shipped: {', '.join(bank_recipe_names())})"
-            )
-        path = shipped
-    return parse_toml(path.read_text(encoding="utf-8"), str(path))
+    return read_recipe_dict(source, shipped_dir=_BANK_RECIPES_DIR, what="bank recipe")
 
 
 def _hint(path: list[str], data: dict[str, Any]) -> Any:
@@ -352,26 +349,7 @@ def _hint(path: list[str], data: dict[str, Any]) -> Any:
 
 def apply_bank_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A copy of ``data`` with ``section.key=value`` overrides applied (type-checked)."""
-    out = json.loads(json.dumps(data))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            _fail(f"override '{item}' must look like section.key=value")
-        path = key.split(".")
-        hint = _hint(path, out)
-        try:
-            value = parse_toml(f"v = {text.strip()}", "override")["v"]
-        except ConfigError:
-            value = text.strip()
-        if hint is str and not isinstance(value, str):
-            value = text.strip()
-        coerce_value(value, hint, key)
-        target = out
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = value
-    return out
+    return apply_overrides(data, overrides, field_hint=_hint)
 
 
 def load_bank_recipe(source: str | Path, overrides: list[str] | None = None) -> BankRecipe:

@@ -120,19 +120,22 @@ def fingerprint(named_tensors: Iterable[tuple[str, Tensor]]) -> str:
     return h.hexdigest()
 
 
-def read_run_or_recipe(source: str | os.PathLike, *, run: bool) -> dict[str, Any]:
+def read_run_or_recipe(
+    source: str | os.PathLike, *, run: bool, read_recipe: Any = None
+) -> dict[str, Any]:
     """The raw recipe dict ``source`` names. With ``run`` (resuming or exporting), a run folder
     holding ``last.pt`` gives the recipe saved in that checkpoint, its ``out_dir`` set to the
-    folder; anything else is a recipe file or a shipped recipe's name
-    (:func:`~glean_sr.training.recipe.read_recipe_dict`)."""
+    folder; anything else is read by ``read_recipe`` (default: a restorer recipe file or a
+    shipped recipe's name, :func:`~glean_sr.training.recipe.read_recipe_dict`)."""
     from .recipe import read_recipe_dict
 
+    read_recipe = read_recipe or read_recipe_dict
     path = Path(source).expanduser()
     if run and path.is_dir() and (path / "last.pt").is_file():
         data = load_checkpoint(path / "last.pt")["recipe"]
         data["out_dir"] = str(path)
         return data
-    return read_recipe_dict(source)
+    return read_recipe(source)
 
 
 __all__ = [

@@ -348,4 +348,4 @@ def stopped(stop: StopRequest, info: DistInfo, device: torch.device) -> bool:
     return all_reduce_sum(flag, info).item() > 0
 
 
-__all__ = ["LOSS_NAMES", "StopRequest", "train", "train_step"]
+__all__ = ["LOSS_NAMES", "StopRequest", "stopped", "train", "train_step"]

@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -387,20 +388,23 @@ def parse_toml(text: str, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what}: not valid TOML ({exc})") from None
 
 
-def recipe_names() -> list[str]:
-    """Names of the recipes shipped with glean-sr."""
-    return sorted(p.stem for p in _RECIPES_DIR.glob("*.toml"))
+def recipe_names(shipped_dir: Path = _RECIPES_DIR) -> list[str]:
+    """Names of the recipes shipped with glean-sr (in ``shipped_dir``)."""
+    return sorted(p.stem for p in shipped_dir.glob("*.toml"))
 
 
-def read_recipe_dict(source: str | Path) -> dict[str, Any]:
-    """The raw dict of a recipe file, or of a shipped recipe given by name."""
+def read_recipe_dict(
+    source: str | Path, *, shipped_dir: Path = _RECIPES_DIR, what: str = "recipe"
+) -> dict[str, Any]:
+    """The raw dict of a recipe file, or of a recipe shipped in ``shipped_dir`` given by name
+    (``what`` names that kind of recipe in the error)."""
     path = Path(source).expanduser()
     if not path.is_file():
-        shipped = _RECIPES_DIR / f"{source}.toml"
+        shipped = shipped_dir / f"{source}.toml"
         if not shipped.is_file():
             _fail(
-                f"'{source}' is neither a recipe file nor a shipped recipe "
-                f"(shipped: {', '.join(recipe_names())})"
+                f"'{source}' is neither a recipe file nor a shipped {what} "
+                f"(shipped: {', '.join(recipe_names(shipped_dir))})"
             )
         path = shipped
     return parse_toml(path.read_text(encoding="utf-8"), str(path))
@@ -443,8 +447,17 @@ def _parse_value(text: str, hint: Any) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``section.key=value`` overrides applied (type-checked)."""
+def apply_overrides(
+    data: dict[str, Any],
+    overrides: list[str],
+    *,
+    field_hint: Callable[[list[str], dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``section.key=value`` overrides applied (type-checked).
+
+    ``field_hint(path, data)`` gives the annotation of a dotted key (default: a restorer
+    recipe's); it raises a one-line :class:`ConfigError` for an unknown key."""
+    field_hint = field_hint or _field_hint
     out = json.loads(json.dumps(data))
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -452,7 +465,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             _fail(f"override '{item}' must look like section.key=value")
         path = key.split(".")
-        hint = _field_hint(path, out)
+        hint = field_hint(path, out)
         value = _parse_value(text.strip(), hint)
         coerce_value(value, hint, key)
         target = out
