@@ -26,6 +26,22 @@ def _tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
+def distances_to_gt(stats: dict[str, Any], column: str) -> dict[str, dict[str, float]]:
+    """``{method: {column: FID against the "gt" statistics}}`` for every other entry of
+    ``stats`` (feature statistics per method); empty with fewer than 2 GT images."""
+    from .fid import frechet_distance, sqrt_psd
+
+    if "gt" not in stats or stats["gt"].n < 2:
+        return {}
+    mu_gt, cov_gt = stats["gt"].mean_cov()
+    root_gt = sqrt_psd(cov_gt)  # one decomposition of the GT statistics for all methods
+    return {
+        method: {column: frechet_distance(mu_gt, cov_gt, *st.mean_cov(), sqrt_cov1=root_gt)}
+        for method, st in stats.items()
+        if method != "gt"
+    }
+
+
 class Scorer:
     def score(
         self,
@@ -100,18 +116,7 @@ class FidScorer(Scorer):
             self._add(method, images)
 
     def finish(self) -> dict[str, dict[str, float]]:
-        from .fid import frechet_distance, sqrt_psd
-
-        if "gt" not in self.stats or self.stats["gt"].n < 2:
-            return {}
-        mu_gt, cov_gt = self.stats["gt"].mean_cov()
-        root_gt = sqrt_psd(cov_gt)  # one decomposition of the GT statistics for all methods
-        out = {}
-        for method, stats in self.stats.items():
-            if method != "gt":
-                d = frechet_distance(mu_gt, cov_gt, *stats.mean_cov(), sqrt_cov1=root_gt)
-                out[method] = {"fid": d}
-        return out
+        return distances_to_gt(self.stats, "fid")
 
 
 class ArcfaceScorer(Scorer):
@@ -197,19 +202,7 @@ class GlyphScorer(Scorer):
                     values[method][i]["char_acc"] = float(guess == label)
 
     def finish(self) -> dict[str, dict[str, float]]:
-        from .fid import frechet_distance, sqrt_psd
-
-        if "gt" not in self.stats or self.stats["gt"].n < 2:
-            return {}
-        mu_gt, cov_gt = self.stats["gt"].mean_cov()
-        root_gt = sqrt_psd(cov_gt)
-        return {
-            method: {
-                "fid_glyph": frechet_distance(mu_gt, cov_gt, *st.mean_cov(), sqrt_cov1=root_gt)
-            }
-            for method, st in self.stats.items()
-            if method != "gt"
-        }
+        return distances_to_gt(self.stats, "fid_glyph")
 
 
 def build_scorers(options, *, out_size: int, device: torch.device, num_images: int) -> list[Scorer]:
