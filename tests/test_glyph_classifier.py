@@ -270,3 +270,37 @@ def test_cli_defaults_are_the_library_defaults():
     assert defaults["epochs"].default == command.EPOCHS
     assert defaults["batch_size"].default == command.BATCH_SIZE
     assert defaults["lr"].default == command.LR
+
+
+def test_eval_chars_scores_accuracy_against_the_names_and_a_glyph_fid(
+    trained, tiny_model_dir, tmp_path
+):
+    """``glean-sr eval --metrics chars``: the GT row is the classifier's own accuracy on the
+    originals (labels from the ``_uXXXX`` names), every method gets ``char_acc`` and a
+    ``fid_glyph``, and a file without a label gets a note instead of a value."""
+    from PIL import Image
+
+    from glean_sr.evaluation.evaluate import EvalOptions, evaluate
+
+    _, out = trained
+    images, labels = shape_glyphs(4, seed=5)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        big = np.kron(img, np.ones((2, 2), np.uint8))  # 32 px, the tiny model's output size
+        Image.fromarray(big).save(gt_dir / f"{i:06d}_u{ord(TINY.chars[label]):04x}.png")
+    Image.fromarray(np.kron(images[0], np.ones((2, 2), np.uint8))).save(gt_dir / "plain.png")
+    options = EvalOptions(metrics=("psnr", "chars"), glyph_classifier=str(out), batch_size=8)
+    summary = evaluate(
+        [str(tiny_model_dir)], gt_dir, tmp_path / "report", options=options, progress=False
+    )
+    results = summary["results"]
+    model = GlyphClassifier.from_pretrained(out)
+    expected = float((predict(model, images) == labels).mean())
+    assert results["gt"]["char_acc"] == pytest.approx(expected)
+    for method in ("bicubic", *[m for m in results if m not in ("bicubic", "gt")]):
+        assert 0 <= results[method]["char_acc"] <= 1
+        assert results[method]["fid_glyph"] >= 0
+    rows = (tmp_path / "report" / "per_image.csv").read_text().splitlines()
+    plain = [r for r in rows if r.startswith("plain.png")]
+    assert plain and all("no character label" in r for r in plain)
