@@ -377,17 +377,6 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
-    """``[n, R, R, C]`` uint8 -> one ``[rows * R, columns * R, 3]`` picture."""
-    n, r = images.shape[0], images.shape[1]
-    rows = math.ceil(n / columns)
-    grid = np.zeros((rows * r, columns * r, images.shape[3]), np.uint8)
-    for i, img in enumerate(images):
-        y, x = divmod(i, columns)
-        grid[y * r : (y + 1) * r, x * r : (x + 1) * r] = img
-    return np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid
-
-
 class _FID:
     """FID of ``G_ema`` samples against the training images, in a download-free feature space
     (:mod:`glean_sr.evaluation.domain_features`); the reference statistics are computed once."""
@@ -618,7 +607,9 @@ def _train(
             idx = np.random.default_rng(recipe.seed).choice(
                 data.num_images, min(_GRID, data.num_images), replace=False
             )
-            _save_png(out_dir / "samples" / "reals.png", _grid(data.uint8_batch(idx)))
+            from ..weights.banks import tile_images
+
+            _save_png(out_dir / "samples" / "reals.png", tile_images(data.uint8_batch(idx), 8))
             samples()
         batches = iter(loader)
         sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)

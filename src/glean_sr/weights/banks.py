@@ -410,16 +410,20 @@ def sample_grid(
             )
             pixels = (img.float().cpu().permute(0, 2, 3, 1).numpy() + 1) / 2  # [N, R, R, C]
             images.append(torch.from_numpy(quantize(pixels, 8)).permute(0, 3, 1, 2))
-    imgs = torch.cat(images)  # [N, C, R, R]
-    cols = columns or math.ceil(math.sqrt(num))
-    rows = math.ceil(num / cols)
-    c, r = imgs.shape[1], imgs.shape[2]
-    grid = torch.zeros(rows * r, cols * r, c, dtype=torch.uint8)
-    for i, img in enumerate(imgs):
-        y, x = divmod(i, cols)
-        grid[y * r : (y + 1) * r, x * r : (x + 1) * r] = img.permute(1, 2, 0)
-    grid_np = grid.numpy()
-    return np.repeat(grid_np, 3, axis=2) if c == 1 else grid_np
+    imgs = torch.cat(images).permute(0, 2, 3, 1).numpy()  # [N, R, R, C]
+    return tile_images(imgs, columns or math.ceil(math.sqrt(num)))
+
+
+def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
+    """``[N, R, R, C]`` uint8 images -> one ``[rows * R, columns * R, 3]`` picture, row by row
+    (grey is repeated to RGB; unused cells stay black)."""
+    n, r, c = images.shape[0], images.shape[1], images.shape[3]
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * r, columns * r, c), np.uint8)
+    for i, img in enumerate(images):
+        y, x = divmod(i, columns)
+        grid[y * r : (y + 1) * r, x * r : (x + 1) * r] = img
+    return np.repeat(grid, 3, axis=2) if c == 1 else grid
 
 
 def _restorer_from_bank(
@@ -488,4 +492,5 @@ __all__ = [
     "convert_object",
     "load_bank",
     "sample_grid",
+    "tile_images",
 ]
