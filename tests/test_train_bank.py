@@ -134,6 +134,11 @@ def test_shipped_recipe_loads_and_round_trips():
     assert recipe.optim.batch_size == 32 and recipe.data.mirror is False
     assert bank_recipe_from_dict(recipe.to_dict()) == recipe
     assert bank_recipe_from_dict(parse_toml(recipe.to_toml(), "toml")) == recipe
+    # the second stage continues the first: the same networks and data, from its bank
+    stage2 = load_bank_recipe("glyphs32_stage2")
+    assert stage2.generator == recipe.generator and stage2.discriminator == recipe.discriminator
+    assert stage2.data == recipe.data
+    assert stage2.init.bank == f"{recipe.out_dir}/bank" and stage2.init.d_warmup_kimg > 0
 
 
 def test_tiny_recipe_round_trips(tmp_path):
@@ -876,6 +881,72 @@ def test_untrained_bank_is_the_runs_starting_point(tmp_path, images, capsys):
         capsys, ["train-bank", str(recipe_file), "--untrained", str(tmp_path / "random")]
     )
     assert "--overwrite" in err
+
+
+def test_init_starts_from_a_bank_and_warms_a_fresh_discriminator_up(trained, tmp_path, capsys):
+    """init.bank starts G, G_ema, w_avg (and D when the bank has one) from a trained bank; a bank
+    without D (as inside a restorer) gets a fresh D and D-only steps that leave G untouched."""
+    from glean_sr import load_bank
+    from glean_sr.weights.banks import LoadedBank
+
+    images = Path(load_bank_recipe(trained["recipe"]).data.source)
+    source = load_bank(trained["run"] / "bank")
+    no_d = LoadedBank(
+        generator=source.generator,
+        discriminator=None,
+        source="test",
+        format="glean-sr train-bank",
+        source_channel_order="RGB",
+        ema=True,
+    ).save(tmp_path / "no_d")
+    warm = 3 * STEP_KIMG
+    data = recipe_dict(
+        tmp_path / "run",
+        images,
+        init={"bank": str(no_d), "d_warmup_kimg": warm},
+        optim={"total_kimg": 4 * STEP_KIMG},
+        train={"fid_kimg": 0, "checkpoint_kimg": 3 * STEP_KIMG, "stop_at_kimg": warm},
+    )
+    assert main(["train-bank", str(write_recipe(tmp_path / "b.toml", data))]) == 0
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 3
+    start = source.generator.state_dict()
+    for key in ("G", "G_ema"):  # three D-only steps: the generator is where it started
+        assert all(torch.equal(state[key][k], v) for k, v in start.items()), key
+    assert not all(  # D is not the source's (it had none): a fresh one, trained
+        torch.equal(state["D"][k], v) for k, v in source.discriminator.state_dict().items()
+    )
+    events = read_log(tmp_path / "run")
+    assert "D starts fresh" in " ".join(events[0]["init"])
+    train = [e for e in events if e["event"] == "train"]
+    assert all("loss_g" not in e for e in train) and all("loss_d_real" in e for e in train)
+
+    # with its discriminator, D starts from it too; G moves from the first step
+    data["init"] = {"bank": str(trained["run"] / "bank")}
+    data["out_dir"] = str(tmp_path / "run2")
+    data["optim"]["total_kimg"] = STEP_KIMG
+    data["train"].update(checkpoint_kimg=STEP_KIMG, stop_at_kimg=0)
+    assert main(["train-bank", str(write_recipe(tmp_path / "c.toml", data))]) == 0
+    events = read_log(tmp_path / "run2")
+    assert "D starts from its discriminator" in events[0]["init"]
+    assert "loss_g" in next(e for e in events if e["event"] == "train")
+
+    # ... unless the recipe asks for a fresh one
+    from glean_sr.training.bank_loop import build_networks, start_from_bank
+
+    data["init"]["discriminator"] = False
+    recipe = bank_recipe_from_dict(data)
+    nets = build_networks(recipe, torch.device("cpu"))
+    fresh = {k: v.clone() for k, v in nets.D.state_dict().items()}
+    notes = start_from_bank(nets, data["init"]["bank"], recipe)
+    assert "init.discriminator is false" in notes[-1]
+    assert all(torch.equal(nets.D.state_dict()[k], v) for k, v in fresh.items())
+
+    # another architecture is one line
+    data["generator"]["style_channels"] = 8
+    data["out_dir"] = str(tmp_path / "run3")
+    err = _one_line_error(capsys, ["train-bank", str(write_recipe(tmp_path / "d.toml", data))])
+    assert "init.bank" in err and "style_channels" in err
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

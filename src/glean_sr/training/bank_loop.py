@@ -46,7 +46,7 @@ from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import ModulatedConv2d, StyleGAN2Generator
 from . import checkpoint as ckpt
 from .augment import AdaptiveP, Augment
-from .bank_recipe import RESUMABLE_CHANGES, BankRecipe
+from .bank_recipe import RESUMABLE_CHANGES, BankRecipe, bank_recipe_from_dict
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -193,9 +193,12 @@ class BankTrainer:
         nets, lo = self.nets, self.recipe.loss
         G, D, n = nets.G, nets.D, real.shape[0]
         out = torch.full((len(LOSS_NAMES),), math.nan, dtype=torch.float64)
+        d_only = step * self.recipe.optim.batch_size < self.recipe.init.d_warmup_kimg * 1000
 
         # Gmain
         D.requires_grad_(False)
+        if d_only:  # a fresh D learns against a started G before it steers it
+            return self._d_phases(real, step, out)
         with self.autocast():
             fake, _ = self.generate(n)
             logits = D(self.augment(fake)).float()
@@ -216,6 +219,11 @@ class BankTrainer:
             loss_pl = (fake[:, 0, 0, 0] * 0 + penalty * lo.pl_weight).mean() * lo.pl_interval
             self._apply(G, nets.opt_g, nets.scaler_g, loss_pl)
             out[4] = penalty.mean().item()
+        return self._d_phases(real, step, out)
+
+    def _d_phases(self, real: Tensor, step: int, out: Tensor) -> Tensor:
+        nets, lo, D = self.nets, self.recipe.loss, self.nets.D
+        n = real.shape[0]
 
         # Dmain
         D.requires_grad_(True)
@@ -328,10 +336,48 @@ def _restore(trainer: BankTrainer, state: dict[str, Any]) -> None:
     trainer.ada.sign_sum, trainer.ada.count = float(mine["ada"][0]), int(mine["ada"][1])
 
 
+def start_from_bank(nets: _Nets, source: str, recipe: BankRecipe) -> list[str]:
+    """Load the bank ``source`` into G, G_ema (and D when it has one of the recipe's
+    architecture) and its ``w_avg`` into the tracked centre; returns notes for the log."""
+    from ..config import config_to_dict
+    from ..weights.banks import load_bank
+
+    bank = load_bank(source, progress=False)
+    have, want = config_to_dict(bank.config), config_to_dict(recipe.generator)
+    if have != want:
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise ConfigError(
+            f"init.bank {source}: its generator differs from the recipe's in "
+            f"{', '.join(diff)}; start from a bank of the recipe's architecture"
+        )
+    state = bank.generator.state_dict()
+    nets.G.load_state_dict(state)
+    nets.G_ema.load_state_dict(state)
+    w_avg = bank.generator.stored_w_avg
+    if w_avg is not None:
+        nets.w_avg.copy_(w_avg)
+    notes = [f"G and G_ema start from {source}"]
+    disc = bank.discriminator
+    same = disc is not None and config_to_dict(disc.config) == config_to_dict(recipe.discriminator)
+    if same and recipe.init.discriminator:
+        nets.D.load_state_dict(disc.state_dict())
+        notes.append("D starts from its discriminator")
+    else:
+        why = (
+            "init.discriminator is false"
+            if same
+            else ("the bank has none" if disc is None else "its D has another architecture")
+        )
+        notes.append(f"D starts fresh ({why}); {recipe.init.d_warmup_kimg:g} kimg of D-only steps")
+    return notes
+
+
 def _check_resume(recipe: BankRecipe, state: dict[str, Any], path: Path) -> list[str]:
     if state.get("kind") != "bank":
         raise ConfigError(f"{path} is not a bank training checkpoint (train-bank writes those)")
-    changed = recipe_changes(state["recipe"], recipe.to_dict())
+    # through the recipe class: sections added since the checkpoint compare as their defaults
+    saved = bank_recipe_from_dict(state["recipe"]).to_dict()
+    changed = recipe_changes(saved, recipe.to_dict())
     fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
     if fixed:
         raise ConfigError(
@@ -504,6 +550,9 @@ def _train(
 
     trainer = BankTrainer(recipe, build_networks(recipe, device), info, device)
     step, history = 0, {"fid": []}
+    init_notes = []
+    if state is None and recipe.init.bank:
+        init_notes = start_from_bank(trainer.nets, recipe.init.bank, recipe)
     if state is not None:
         _restore(trainer, state)
         step, history = state["step"], state["history"]
@@ -564,7 +613,10 @@ def _train(
         device=str(device),
         threads=torch.get_num_threads(),
         recipe_changes=changed,
+        **({"init": init_notes} if init_notes else {}),
     )
+    for line in init_notes:
+        log.note(line)
     fid = None
     if t.fid_kimg > 0 and info.is_main:
         with torch.random.fork_rng(devices=[]):  # building the network draws random weights
@@ -681,4 +733,11 @@ def _train(
     }
 
 
-__all__ = ["LOSS_NAMES", "BankTrainer", "build_networks", "train_bank", "write_bank"]
+__all__ = [
+    "LOSS_NAMES",
+    "BankTrainer",
+    "build_networks",
+    "start_from_bank",
+    "train_bank",
+    "write_bank",
+]

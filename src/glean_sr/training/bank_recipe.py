@@ -12,6 +12,7 @@ A bank recipe is a TOML file read as strictly as a restorer recipe
     [augment]        differentiable augmentation, fixed or adaptive (ADA)
     [optim]          Adam, batch, length of the run in kimg
     [train]          device, precision, EMA, logging, checkpoints, FID
+    [init]           start from an existing bank instead of random weights (fine-tuning)
 
 Shipped bank recipes live in ``glean_sr/recipes/banks/``; :func:`bank_recipe_names` lists them.
 """
@@ -128,6 +129,22 @@ class TrainSection:
     stop_at_kimg: float = 0.0  # end this invocation early (the run still spans total_kimg)
 
 
+@dataclass(frozen=True)
+class InitSection:
+    """Start from a trained bank instead of random weights, as NVIDIA's ``--resume=PKL``:
+    ``bank`` is anything :func:`~glean_sr.weights.banks.load_bank` takes (a bank directory, a
+    StyleGAN2 file of any format, a restorer whose bank it is) and must have the recipe's
+    generator architecture. Its generator starts G and G_ema and its ``w_avg`` the truncation
+    centre; its discriminator starts D when it has one of the recipe's architecture and
+    ``discriminator`` is true. Otherwise (a bank taken out of a restorer has no discriminator) D
+    starts fresh, and ``d_warmup_kimg`` thousand images of D-only steps let it learn before it
+    steers G."""
+
+    bank: str = ""
+    discriminator: bool = True
+    d_warmup_kimg: float = 0.0
+
+
 #: keys that may change when a run is resumed: how and where it runs, not what it computes (a
 #: run folder resumes wherever it is now, by whichever path names it)
 RESUMABLE_CHANGES = frozenset(
@@ -156,6 +173,7 @@ _SECTIONS: dict[str, type] = {
     "augment": AugmentSection,
     "optim": OptimSection,
     "train": TrainSection,
+    "init": InitSection,
 }
 _TOP_LEVEL = {"name": str, "out_dir": str, "seed": int}
 
@@ -173,6 +191,7 @@ class BankRecipe:
     augment: AugmentSection = field(default_factory=AugmentSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
+    init: InitSection = field(default_factory=InitSection)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -247,6 +266,7 @@ def _validate(r: BankRecipe) -> None:
         ("train.fid_kimg", t.fid_kimg),
         ("train.stop_at_kimg", t.stop_at_kimg),
         ("train.threads", t.threads),
+        ("init.d_warmup_kimg", r.init.d_warmup_kimg),
     ]:
         if value < 0:
             _fail(f"{key} must be >= 0, got {value}")
@@ -365,6 +385,7 @@ __all__ = [
     "AugmentSection",
     "BankRecipe",
     "DataSection",
+    "InitSection",
     "LossSection",
     "OptimSection",
     "TrainSection",
