@@ -3,6 +3,14 @@
 A configuration is the complete description of a network's shape. ``config.json`` in a glean-sr
 model directory is ``{"model_type": ..., **fields}``; :func:`config_from_dict` reads it back
 strictly (unknown or missing keys are errors, never silently ignored).
+
+A config may come from an untrusted file, so every field is checked against a stated range
+before anything is built: resolutions are powers of two in the supported range, feature widths
+(and ``style_channels``, ``rrdb_channels``, ...) at most :data:`MAX_CHANNELS`, block counts
+(``num_rrdbs``, ``num_mlps``) at most :data:`MAX_BLOCKS`, ``channel_multiplier`` at most
+:data:`MAX_CHANNEL_MULTIPLIER`, image channels at most :data:`MAX_IMAGE_CHANNELS`, ``lr_mlp`` a
+finite number > 0. Then the network's parameter count, computed from the fields alone
+(``parameter_count()``), must be within :func:`glean_sr.limits.max_params`.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .limits import max_params
 
 #: StyleGAN2's feature channels per resolution (config-f), before the channel multiplier.
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -41,9 +50,55 @@ def is_power_of_two(value: int) -> bool:
     return isinstance(value, int) and value > 0 and value & (value - 1) == 0
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+#: Largest feature width (and style, RRDB, head and minibatch-stddev width); released models
+#: use at most 512.
+MAX_CHANNELS = 4096
+#: Largest number of RRDBs or mapping layers; released models use at most 23 and 8.
+MAX_BLOCKS = 64
+#: Largest ``channel_multiplier``; config-f is 2.
+MAX_CHANNEL_MULTIPLIER = 64
+#: Largest number of image channels (grey 1, RGB 3, RGBA 4).
+MAX_IMAGE_CHANNELS = 4
+#: Largest ``channel_base`` of NVIDIA's width rule (config-f: 32768); widths are bounded anyway.
+MAX_CHANNEL_BASE = MAX_CHANNELS * 1024
+
+
+def _check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+
+
+def _check_positive_float(name: str, value: Any) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_parameter_budget(config: Any) -> None:
+    """Refuse a config whose network would have more parameters than the budget, before it is
+    built (a million RRDBs would otherwise take minutes and gigabytes to refuse)."""
+    count, budget = config.parameter_count(), max_params()
+    if count > budget:
+        raise ConfigError(
+            f"this {config.model_type} config describes {count:,} parameters, more than the "
+            f"budget of {budget:,} (set GLEAN_SR_MAX_PARAMS to raise it if you trust the config)"
+        )
+
+
+def _conv_params(c_in: int, c_out: int, k: int = 3) -> int:
+    """Parameters of ``nn.Conv2d(c_in, c_out, k)`` with bias."""
+    return c_in * c_out * k * k + c_out
+
+
+def _rrdb_trunk_params(in_channels: int, channels: int, num_blocks: int, growth: int = 32) -> int:
+    """Parameters of ``RRDBFeatureExtractor``: conv_first, ``num_blocks`` RRDBs of three dense
+    blocks (five 3x3 convs each), conv_body."""
+    dense = sum(_conv_params(channels + j * growth, growth) for j in range(4))
+    dense += _conv_params(channels + 4 * growth, channels)
+    first, body = _conv_params(in_channels, channels), _conv_params(channels, channels)
+    return first + num_blocks * 3 * dense + body
 
 
 #: The fields that describe StyleGAN2's widths besides ``channel_multiplier``; left out of
@@ -70,8 +125,9 @@ def _normalise_table(config: Any, name: str = "channel_table") -> None:
 
 
 def _check_widths(config: Any, resolution: int) -> None:
-    """Exactly one width description, and a table of positive ints for 4 .. ``resolution``."""
-    _check_int("channel_multiplier", config.channel_multiplier)
+    """Exactly one width description, and a table of widths in [1, MAX_CHANNELS] for
+    4 .. ``resolution``."""
+    _check_int("channel_multiplier", config.channel_multiplier, maximum=MAX_CHANNEL_MULTIPLIER)
     _normalise_table(config)
     uses_rule = config.channel_base is not None or config.channel_max is not None
     if uses_rule and config.channel_table is not None:
@@ -84,8 +140,8 @@ def _check_widths(config: Any, resolution: int) -> None:
             f"gives the widths, got {config.channel_multiplier!r}"
         )
     if uses_rule:
-        _check_int("channel_base", config.channel_base)
-        _check_int("channel_max", config.channel_max)
+        _check_int("channel_base", config.channel_base, maximum=MAX_CHANNEL_BASE)
+        _check_int("channel_max", config.channel_max, maximum=MAX_CHANNELS)
     if config.channel_table is not None:
         expected = [2**k for k in range(2, _log2(resolution) + 1)]
         got = [r for r, _ in config.channel_table]
@@ -94,7 +150,7 @@ def _check_widths(config: Any, resolution: int) -> None:
                 f"channel_table must give the widths at resolutions {expected}, got {got}"
             )
     for res, width in _resolve_channels(config, resolution).items():
-        _check_int(f"the width at {res} px", width)
+        _check_int(f"the width at {res} px", width, maximum=MAX_CHANNELS)
 
 
 def _resolve_channels(config: Any, resolution: int) -> dict[int, int]:
@@ -153,17 +209,17 @@ class StyleGAN2Config:
             raise ConfigError(
                 f"bank resolution must be a power of two in [8, 1024], got {self.resolution!r}"
             )
-        _check_int("style_channels", self.style_channels)
-        _check_int("num_mlps", self.num_mlps, minimum=0)
+        _check_int("style_channels", self.style_channels, maximum=MAX_CHANNELS)
+        _check_int("num_mlps", self.num_mlps, minimum=0, maximum=MAX_BLOCKS)
         _check_widths(self, self.resolution)
-        _check_int("img_channels", self.img_channels)
+        _check_int("img_channels", self.img_channels, maximum=MAX_IMAGE_CHANNELS)
         if self.blur_kernel != (1, 3, 3, 1):
             raise ConfigError(
                 f"only blur_kernel (1, 3, 3, 1) is supported (every released StyleGAN2 uses it), "
                 f"got {self.blur_kernel}"
             )
-        if not self.lr_mlp > 0:
-            raise ConfigError(f"lr_mlp must be > 0, got {self.lr_mlp!r}")
+        _check_positive_float("lr_mlp", self.lr_mlp)
+        _check_parameter_budget(self)
 
     @property
     def channels(self) -> dict[int, int]:
@@ -184,6 +240,28 @@ class StyleGAN2Config:
     @property
     def num_noises(self) -> int:
         return self.num_latents - 1
+
+    def parameter_count(self, first_resolution: int | None = None) -> int:
+        """Parameters of the generator this config describes, from the fields alone (the
+        mapping MLP, the 4x4 stage, and per resolution an up-sampling conv, a conv and a ToRGB,
+        each modulated conv with its style affine); with ``first_resolution``, of the bank
+        LightGLEAN keeps (the mapping and the blocks from that resolution up)."""
+        s, ch, img = self.style_channels, self.channels, self.img_channels
+
+        def style_conv(c_in: int, c_out: int) -> int:  # affine, 3x3 weight, noise, bias
+            return s * c_in + c_in + c_out * c_in * 9 + 1 + c_out
+
+        def to_rgb(c_in: int) -> int:  # affine, 1x1 weight, bias
+            return s * c_in + c_in + img * c_in + img
+
+        count = self.num_mlps * (s * s + s)
+        if first_resolution is None:
+            count += ch[4] * 16 + style_conv(ch[4], ch[4]) + to_rgb(ch[4])
+        for res in self.resolutions:
+            if first_resolution is None or res >= first_resolution:
+                count += style_conv(ch[res // 2], ch[res]) + style_conv(ch[res], ch[res])
+                count += to_rgb(ch[res])
+        return count
 
 
 @dataclass(frozen=True)
@@ -216,15 +294,16 @@ class StyleGAN2DiscriminatorConfig:
                 f"got {self.resolution!r}"
             )
         _check_widths(self, self.resolution)
-        _check_int("img_channels", self.img_channels)
-        _check_int("mbstd_group_size", self.mbstd_group_size)
-        _check_int("mbstd_channels", self.mbstd_channels)
+        _check_int("img_channels", self.img_channels, maximum=MAX_IMAGE_CHANNELS)
+        _check_int("mbstd_group_size", self.mbstd_group_size, maximum=MAX_CHANNELS)
+        _check_int("mbstd_channels", self.mbstd_channels, maximum=MAX_CHANNELS)
         if self.channels[4] % self.mbstd_channels:
             raise ConfigError(
                 f"mbstd_channels must divide {self.channels[4]}, got {self.mbstd_channels}"
             )
         if self.blur_kernel != (1, 3, 3, 1):
             raise ConfigError(f"only blur_kernel (1, 3, 3, 1) is supported, got {self.blur_kernel}")
+        _check_parameter_budget(self)
 
     @property
     def channels(self) -> dict[int, int]:
@@ -235,6 +314,16 @@ class StyleGAN2DiscriminatorConfig:
     def resolutions(self) -> list[int]:
         """Resolutions of the residual blocks, fine to coarse: resolution, ..., 8."""
         return [2**k for k in range(int(math.log2(self.resolution)), 2, -1)]
+
+    def parameter_count(self) -> int:
+        """Parameters of the discriminator this config describes, from the fields alone."""
+        ch, c4 = self.channels, self.channels[4]
+        count = self.img_channels * ch[self.resolution] + ch[self.resolution]  # fromRGB 1x1
+        for res in self.resolutions:  # conv, down-sampling conv, 1x1 skip without bias
+            c_in, c_out = ch[res], ch[res // 2]
+            count += _conv_params(c_in, c_in) + _conv_params(c_in, c_out) + c_in * c_out
+        count += _conv_params(c4 + self.mbstd_channels, c4)
+        return count + (16 * c4 * c4 + c4) + (c4 + 1)
 
 
 def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
@@ -248,8 +337,9 @@ def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
         raise ConfigError(
             f"in_size must be smaller than out_size, got {config.in_size} and {config.out_size}"
         )
-    _check_int("rrdb_channels", config.rrdb_channels)
-    _check_int("num_rrdbs", config.num_rrdbs, minimum=0)
+    _check_int("img_channels", config.img_channels, maximum=MAX_IMAGE_CHANNELS)
+    _check_int("rrdb_channels", config.rrdb_channels, maximum=MAX_CHANNELS)
+    _check_int("num_rrdbs", config.num_rrdbs, minimum=0, maximum=MAX_BLOCKS)
     _normalise_table(config)
     _ = config.bank  # validates the bank's fields
 
@@ -324,6 +414,7 @@ class GLEANConfig(_RestorerConfig):
 
     def __post_init__(self) -> None:
         _check_restorer(self, min_size=4)
+        _check_parameter_budget(self)
 
     @property
     def encoder_resolutions(self) -> list[int]:
@@ -334,6 +425,32 @@ class GLEANConfig(_RestorerConfig):
     def fusion_resolutions(self) -> list[int]:
         """Resolutions where encoder features are fused into the bank, coarse to fine."""
         return self.encoder_resolutions[::-1]
+
+    def parameter_count(self) -> int:
+        """Parameters of the network this config describes (bank included), from the fields
+        alone: the RRDB encoder and its stride-2 stages, the latent head, the fusion convs and
+        the decoder, as ``glean_sr.models.glean`` builds them."""
+        ch, img = self.channels, self.img_channels
+        count = self.bank.parameter_count()
+        count += _rrdb_trunk_params(img, self.rrdb_channels, self.num_rrdbs)
+        count += _conv_params(self.rrdb_channels, ch[self.in_size])
+        for res in self.encoder_resolutions:
+            if res > 4:
+                count += _conv_params(ch[res], ch[res // 2]) + _conv_params(
+                    ch[res // 2], ch[res // 2]
+                )
+            else:  # the latent head: conv, then linear to all latents
+                latents = self.num_latents * self.style_channels
+                count += _conv_params(ch[4], ch[4]) + 16 * ch[4] * latents + latents
+        for res in self.fusion_resolutions:  # fusion_out, fusion_skip (RGB: 3 channels)
+            count += _conv_params(2 * ch[res], ch[res]) + _conv_params(ch[res] + 3, 3)
+        for res in self.decoder_resolutions:
+            in_ch = ch[res] if res == self.in_size else 2 * ch[res]
+            if res < self.out_size:  # pixel shuffle: 4x the channels of the next resolution
+                count += _conv_params(in_ch, 4 * ch[2 * res])
+            else:
+                count += _conv_params(in_ch, 64) + _conv_params(64, img)
+        return count
 
 
 @dataclass(frozen=True)
@@ -365,11 +482,13 @@ class LightGLEANConfig(_RestorerConfig):
 
     def __post_init__(self) -> None:
         _check_restorer(self, min_size=8)
-        _check_int("head_channels", self.head_channels)
-        if not is_power_of_two(self.decoder_reduction):
+        _check_int("head_channels", self.head_channels, maximum=MAX_CHANNELS)
+        if not is_power_of_two(self.decoder_reduction) or self.decoder_reduction > MAX_CHANNELS:
             raise ConfigError(
-                f"decoder_reduction must be a power of two, got {self.decoder_reduction!r}"
+                f"decoder_reduction must be a power of two in [1, {MAX_CHANNELS}], "
+                f"got {self.decoder_reduction!r}"
             )
+        _check_parameter_budget(self)
 
     @property
     def bank_resolutions(self) -> list[int]:
@@ -379,6 +498,24 @@ class LightGLEANConfig(_RestorerConfig):
     def decoder_channels(self, res: int) -> int:
         """Width of the decoder's features at ``res`` (in_size < res <= out_size)."""
         return max(self.channels[res] // self.decoder_reduction, 1)
+
+    def parameter_count(self) -> int:
+        """Parameters of the network this config describes (the kept bank blocks included),
+        from the fields alone, as ``glean_sr.models.light_glean`` builds them."""
+        ch, img = self.channels, self.img_channels
+        c_in, c_half = ch[self.in_size], ch[self.in_size // 2]
+        count = self.bank.parameter_count(first_resolution=self.in_size)
+        count += _rrdb_trunk_params(img, self.rrdb_channels, self.num_rrdbs)
+        count += _conv_params(self.rrdb_channels, c_in)
+        count += _conv_params(c_in, c_half) + 2 * _conv_params(c_half, c_half)  # bank input
+        count += self.num_latents * self.style_channels  # the learnable latent codes
+        width = c_in
+        for res in self.decoder_resolutions[:-1]:
+            in_ch = width if res == self.in_size else width + ch[res]
+            width = self.decoder_channels(2 * res)
+            count += _conv_params(in_ch, 4 * width)
+        head = self.head_channels
+        return count + _conv_params(width + ch[self.out_size], head) + _conv_params(head, img)
 
 
 _CONFIG_TYPES: dict[str, type] = {}
@@ -457,6 +594,10 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
 
 
 __all__ = [
+    "MAX_BLOCKS",
+    "MAX_CHANNELS",
+    "MAX_CHANNEL_MULTIPLIER",
+    "MAX_IMAGE_CHANNELS",
     "GLEANConfig",
     "GLEANNoBankConfig",
     "LightGLEANConfig",
