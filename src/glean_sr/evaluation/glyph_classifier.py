@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_write_bytes
 from ..devices import resolve_device
 from ..errors import ConfigError, DataError, WeightsError
+from ..limits import loads_json
 from ..serialization import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
 #: the default classes, in label order: A-Z, a-z, 0-9
@@ -213,7 +214,7 @@ class GlyphClassifier(nn.Module):
                     f"{WEIGHTS_NAME}; {p.name} is missing"
                 )
         try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
+            data = loads_json(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
         try:

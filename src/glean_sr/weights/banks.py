@@ -52,6 +52,7 @@ from ..config import (
 )
 from ..errors import ConfigError, GleanError, WeightsError
 from ..io import quantize
+from ..limits import loads_json
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import NoiseMode, StyleGAN2Generator
 from ..presets import BANK_PRESETS
@@ -212,7 +213,7 @@ def _read_dir(directory: Path) -> ConvertedBank:
 
 def _read_config(path: Path, model_type: str) -> Any:
     try:
-        return config_from_dict(json.loads(path.read_text()), expected_type=model_type)
+        return config_from_dict(loads_json(path.read_text()), expected_type=model_type)
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{path}: not valid JSON ({exc})") from None
     except ConfigError as exc:
@@ -339,7 +340,7 @@ def _bank_inside_restorer(text: str, device: str | torch.device) -> LoadedBank |
     model_dir = path.is_dir() and (path / CONFIG_NAME).is_file()
     if model_dir:
         try:
-            model_type = json.loads((path / CONFIG_NAME).read_text()).get("model_type")
+            model_type = loads_json((path / CONFIG_NAME).read_text()).get("model_type")
         except (json.JSONDecodeError, AttributeError):
             model_type = None
         model_dir = model_type not in (None, "stylegan2")

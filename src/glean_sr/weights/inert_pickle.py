@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightsError
+from .declared_sizes import check_declared_sizes
 
 #: First object of a legacy ``torch.save`` stream, and its format version.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -578,9 +579,11 @@ def load(path: str | os.PathLike) -> Any:
     """Read a torch zip file, a legacy ``torch.save`` file or a plain pickle as inert data.
 
     Raises :class:`WeightsError` (one line) when the file refers to anything outside
-    :data:`ALLOWED`, or is truncated or corrupt.
+    :data:`ALLOWED`, declares more than the budget (:mod:`glean_sr.weights.declared_sizes`), or
+    is truncated or corrupt.
     """
     path = Path(path)
+    check_declared_sizes(path)
     try:
         if _sniff(path) == "zip":
             obj = _load_zip(path)

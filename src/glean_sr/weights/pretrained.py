@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, WeightsError
+from ..limits import loads_json
 from ..models.registry import build_model
 from ..presets import PRESETS, Preset, find_preset_for_config
 from ..serialization import CONFIG_NAME, WEIGHTS_NAME
@@ -62,7 +63,7 @@ def _read_model_dir(directory: Path) -> tuple[Any, dict[str, Tensor]]:
                 f"{p.name} is missing"
             )
     try:
-        config = config_from_dict(json.loads(config_path.read_text()))
+        config = config_from_dict(loads_json(config_path.read_text()))
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
     except ConfigError as exc:

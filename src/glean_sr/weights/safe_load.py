@@ -5,6 +5,10 @@
   second copy of the weights and no memory map that stays resident.
 * PyTorch files (zip or legacy format) are read with ``torch.load(weights_only=True)``: the
   unpickler only rebuilds tensors and plain containers and refuses any other global.
+* Before anything is decompressed or allocated, what a file declares (safetensors header and
+  tensor extents, zip entry sizes, legacy storage sizes; see
+  :mod:`glean_sr.weights.declared_sizes`) must fit in the file and in the budget of
+  :func:`glean_sr.limits.max_weights_bytes` (``GLEAN_SR_MAX_WEIGHTS_BYTES``).
 * Files whose pickle names other globals (NVIDIA snapshots, rosinality and mmagic 1.x training
   checkpoints) go to the inert unpickler in :mod:`glean_sr.weights.inert_pickle` when it is
   available; it maps known names to data and never imports anything.
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import sys
@@ -23,6 +28,8 @@ from typing import Any
 import torch
 
 from ..errors import WeightsError
+from ..limits import format_bytes, loads_json, max_weights_bytes, over_weights_budget
+from .declared_sizes import check_declared_sizes
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -58,9 +65,10 @@ def _short_reason(exc: BaseException) -> str:
 def read_torch_file(path: Path) -> Any:
     """Load a PyTorch ``.pth``/``.pt``/``.pkl`` file as plain data (tensors, dicts, lists, numbers).
 
-    Raises :class:`WeightsError` with one line when the file is truncated, corrupt, or would need
-    code to be executed to load it.
+    Raises :class:`WeightsError` with one line when the file is truncated, corrupt, declares
+    more than the budget, or would need code to be executed to load it.
     """
+    check_declared_sizes(path)
     try:
         with warnings.catch_warnings():
             # plain pickles (NVIDIA snapshots) use protocols 3-5; the inert reader handles them
@@ -113,14 +121,21 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+#: The safetensors format's own limit on its JSON header.
+MAX_SAFETENSORS_HEADER = 100_000_000
+#: More dimensions than any weight has; a header listing thousands is refused.
+_MAX_NDIM = 16
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file (format: 8-byte little-endian header size, a JSON
     header ``{name: {dtype, shape, data_offsets}}``, then the raw little-endian data).
 
-    Every entry is checked against the file before anything is read (known dtype, offsets inside
-    the data section, size equal to the shape's), so a damaged file is one clear error.
+    Every entry is checked before anything is read or allocated: a header of at most 100 MB and
+    nesting, known dtypes, offsets inside the data section, sizes equal to the shapes', no two
+    entries sharing bytes, and all of them together within the budget of
+    :func:`glean_sr.limits.max_weights_bytes`. A damaged or hostile file is one clear error.
     """
-    import json
 
     def bad(reason: str) -> WeightsError:
         return WeightsError(
@@ -131,32 +146,58 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         if header_len > size - 8:
-            raise bad("its header is longer than the file")
+            raise bad(f"its header declares {header_len:,} bytes, longer than the file")
+        if header_len > MAX_SAFETENSORS_HEADER:
+            raise bad(
+                f"its header declares {header_len:,} bytes, more than the format's limit of "
+                f"{MAX_SAFETENSORS_HEADER:,}"
+            )
         try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise bad("its header is not valid JSON") from None
+            header = loads_json(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise bad(f"its header is not valid JSON: {exc}") from None
         if not isinstance(header, dict):
             raise bad("its header is not a JSON object")
         header.pop("__metadata__", None)
         data_start, data_size = 8 + header_len, size - 8 - header_len
-        out: dict[str, torch.Tensor] = {}
-        for name, entry in sorted(header.items(), key=lambda kv: str(kv[1])):
+        entries = []  # (begin, end, name, dtype, shape)
+        for name, entry in header.items():
             try:
                 dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
                 shape = [int(d) for d in entry["shape"]]
                 begin, end = (int(o) for o in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise bad(f"entry {name!r} is malformed or has an unsupported dtype") from None
+            if len(shape) > _MAX_NDIM or min(shape, default=0) < 0:
+                raise bad(f"entry {name!r} has the shape {shape[: _MAX_NDIM + 1]}")
             numel = 1
             for d in shape:
                 numel *= d
             nbytes = numel * torch.empty((), dtype=dtype).element_size()
-            if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size:
-                raise bad(f"entry {name!r} lies outside the file")
+            if not 0 <= begin <= end <= data_size:
+                raise bad(
+                    f"entry {name!r} declares bytes {begin:,} to {end:,} ({format_bytes(nbytes)} "
+                    f"for shape {shape}), outside the {data_size:,} data bytes of the file"
+                )
             if end - begin != nbytes:
                 raise bad(f"entry {name!r} has {end - begin} bytes for shape {shape}")
+            entries.append((begin, end, name, dtype, shape))
+        declared = sum(end - begin for begin, end, *_ in entries)
+        if declared > max_weights_bytes():
+            raise WeightsError(
+                f"{path}: refused: its tensors declare {over_weights_budget(declared)}"
+            )
+        entries.sort(key=lambda e: (e[0], e[1]))
+        reached, last = 0, ""
+        for begin, end, name, *_ in entries:
+            if begin < end:  # an empty tensor shares no bytes
+                if begin < reached:
+                    raise bad(f"entries {last!r} and {name!r} share bytes")
+                reached, last = end, name
+        out: dict[str, torch.Tensor] = {}
+        for begin, _, name, dtype, shape in entries:
             tensor = torch.empty(shape, dtype=dtype)
+            nbytes = tensor.numel() * tensor.element_size()
             if nbytes:
                 f.seek(data_start + begin)
                 view = memoryview(tensor.view(-1).view(torch.uint8).numpy())
