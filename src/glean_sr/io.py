@@ -17,8 +17,10 @@ Reading (:func:`read_image`):
   and LAB are converted to RGB (their ICC profile no longer fits and is dropped, with a note).
 * The EXIF orientation is applied to the pixels, so the image is upright as viewers show it.
 * The ICC profile is kept when it fits the pixels (an RGB profile for RGB, GRAY for grayscale).
-* A file with more pixels than ``max_pixels`` (Pillow's ``Image.MAX_IMAGE_PIXELS``, about 89 M,
-  unless given) is refused before it is decoded: such files are usually decompression bombs.
+* A file with more pixels than ``max_pixels`` (default :func:`glean_sr.limits.max_pixels`,
+  2 ** 26 = 8192 x 8192 unless ``GLEAN_SR_MAX_PIXELS`` says otherwise) is refused from its header,
+  before it is decoded: such files are usually decompression bombs (a 9000 x 9000 PNG of one
+  colour is 236 kB on disk and 243 MB decoded).
 * Every failure is an :class:`~glean_sr.errors.ImageError` whose one-line message names the file
   and the problem: missing, empty, not an image, corrupt or truncated, too large.
 
@@ -59,6 +61,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_bytes
 from .errors import ImageError
+from .limits import max_pixels as default_max_pixels
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -179,17 +182,25 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
-    """Read an image file into :class:`ImageData` (see the module docstring for what is handled).
+def _over_limit(path: Path, what: str, limit: int) -> ImageError:
+    return ImageError(
+        f"{path}: {what} more than the limit of {limit:,} (a decompression bomb?); raise it "
+        "(--max-pixels or GLEAN_SR_MAX_PIXELS) only if you trust the file"
+    )
 
-    ``max_pixels`` (default: Pillow's ``Image.MAX_IMAGE_PIXELS``) bounds width x height; a larger
-    image is refused before its pixels are decoded. Pillow itself refuses images over twice its
-    own limit as it opens them, so raise ``Image.MAX_IMAGE_PIXELS`` too for very large files.
 
-    Raises:
-        ImageError: one line naming the file and the problem.
-    """
-    path = Path(path)
+def _pixel_limit(max_pixels: int | None) -> int:
+    return default_max_pixels() if max_pixels is None else max_pixels
+
+
+def _open_checked(path: Path, max_pixels: int | None) -> Image.Image:
+    """``path`` opened by Pillow, which reads only the header, with its width x height checked
+    against ``max_pixels`` (default :func:`glean_sr.limits.max_pixels`) before any pixel is
+    decoded. Pillow refuses images over twice its own ``Image.MAX_IMAGE_PIXELS`` as it opens
+    them; that limit is raised to ours where ours is higher, so ours is the one that counts."""
+    limit = _pixel_limit(max_pixels)
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -200,7 +211,6 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
         raise ImageError(f"{path}: is a directory, not an image file")
     if size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             # our own limit below applies; Pillow's warning would only be printed
@@ -209,10 +219,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) ..."
         what = f"{int(found.group(1)):,} pixels is" if found else "it has"
-        raise ImageError(
-            f"{path}: {what} more than twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
-            "(a decompression bomb?); raise it (--max-pixels) only if you trust the file"
-        ) from None
+        raise _over_limit(path, what, limit) from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{path}: not an image file that can be read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)"
@@ -221,14 +228,35 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
         raise ImageError(f"{path}: cannot read: permission denied") from None
     except Exception as exc:  # Pillow raises many kinds on malformed headers
         raise ImageError(f"{path}: corrupt image header: {_one_line(exc)}") from None
-    with im:
-        width, height = im.size
-        if limit is not None and width * height > limit:
-            raise ImageError(
-                f"{path}: {width}x{height} = {width * height:,} pixels is more than the limit of "
-                f"{limit:,} (a decompression bomb?); raise it (--max-pixels) only if you trust "
-                "the file"
-            )
+    width, height = im.size
+    if width * height > limit:
+        im.close()
+        raise _over_limit(path, f"{width}x{height} = {width * height:,} pixels is", limit)
+    return im
+
+
+def read_image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, nothing decoded; refused as
+    :func:`read_image` refuses it (missing, not an image, more pixels than ``max_pixels``).
+
+    Raises:
+        ImageError: one line naming the file and the problem.
+    """
+    with _open_checked(Path(path), max_pixels) as im:
+        return im.size
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
+    """Read an image file into :class:`ImageData` (see the module docstring for what is handled).
+
+    ``max_pixels`` (default: :func:`glean_sr.limits.max_pixels`, ``GLEAN_SR_MAX_PIXELS``) bounds
+    width x height; a larger image is refused from its header, before its pixels are decoded.
+
+    Raises:
+        ImageError: one line naming the file and the problem.
+    """
+    path = Path(path)
+    with _open_checked(path, max_pixels) as im:
         fmt = im.format
         try:
             with warnings.catch_warnings():
@@ -236,6 +264,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
                 return _decode(im, path)
         except ImageError:
             raise
+        except Image.DecompressionBombError:  # a later frame larger than the header says
+            raise _over_limit(path, "a frame has", _pixel_limit(max_pixels)) from None
         except Exception as exc:  # truncated or corrupt data, whatever Pillow raises for it
             raise ImageError(
                 f"{path}: corrupt or truncated {fmt or 'image'} data: {_one_line(exc)}"

@@ -122,14 +122,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=positive_int,
         default=None,
-        help="refuse larger photos (default: Pillow's limit, about 89 million pixels)",
+        help=(
+            "refuse larger photos, from their headers (default: $GLEAN_SR_MAX_PIXELS, "
+            "else 67,108,864 = 8192 x 8192)"
+        ),
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from ..inference.batch import (
         Reporter,
         check_output_options,
@@ -145,8 +146,6 @@ def run(args: argparse.Namespace) -> int:
     check_output_options(out_dir, args.suffix)
     if args.min_face < 8:
         raise GleanError(f"--min-face must be at least 8 pixels, got {args.min_face}")
-    if args.max_pixels is not None:
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)
 
     jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir)
     if not jobs:

@@ -40,6 +40,7 @@ from ..io import (
     IMAGE_SUFFIXES,
     list_images,
     quantize,
+    read_image_size,
     read_rgb,
     round_to_8bit,
     tensor_to_pixels,
@@ -202,16 +203,10 @@ class EvalOptions:
 
 def image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` from the file header, without decoding the pixels (the decoded size
-    is checked again when the image is read)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file that can be read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{path}: corrupt image header ({exc})") from None
+    is checked again when the image is read); an image over the pixel limit is refused here,
+    so it is skipped like an unreadable one instead of stopping the run as a wrong size."""
+    width, height = read_image_size(path)
+    return height, width
 
 
 @dataclass
