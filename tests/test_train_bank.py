@@ -719,6 +719,7 @@ def test_resume_after_sigkill_continues_the_same_run(images, tmp_path):
 
     events = read_log(killed["out_dir"])
     assert [e["step"] for e in events if e["event"] == "resume"] == [start]
+    assert not list(Path(killed["out_dir"]).glob("*.tmp"))  # a write the kill cut is cleared
     ref, new = _step_records(tmp_path / "reference"), _step_records(Path(killed["out_dir"]))
     assert set(range(start + 1, start + 5)) <= set(new)
     for step in range(start + 1, start + 5):
@@ -947,6 +948,33 @@ def test_init_starts_from_a_bank_and_warms_a_fresh_discriminator_up(trained, tmp
     data["out_dir"] = str(tmp_path / "run3")
     err = _one_line_error(capsys, ["train-bank", str(write_recipe(tmp_path / "d.toml", data))])
     assert "init.bank" in err and "style_channels" in err
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_clears_interrupted_writes(
+    trained, tmp_path, capsys
+):
+    """The run keeps last.pt and last.1.pt; a truncated last.pt resumes from last.1.pt (saying
+    so), and the temporary file of a write a kill cut short is removed when the run restarts."""
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    assert load_checkpoint(run / "last.1.pt")["step"] == 5  # the checkpoint before step 10
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
+    (run / "last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    (run / "bank" / ".model.safetensors.x.tmp").write_bytes(b"")  # not this command's target
+    stop = f"train.stop_at_kimg={6 * STEP_KIMG}"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["train-bank", str(run), "--resume", stop]) == 0
+    events = read_log(run)
+    resumed = [e for e in events if e["event"] == "resume"]
+    assert [e["step"] for e in resumed] == [5]
+    notes = " ".join(resumed[0]["recovery"])
+    assert "removed last.pt.k1ll3d.tmp" in notes and "skipped" in notes and "last.pt" in notes
+    assert "resumed from last.1.pt" in notes and "resumed from last.1.pt" in out.getvalue()
+    assert "kept the skipped last.pt as last.pt.damaged" in notes
+    assert not list(run.glob("*.tmp"))
+    assert (run / "last.pt.damaged").stat().st_size == 1000  # nothing is deleted
+    assert load_checkpoint(run / "last.pt")["step"] == 6
+    assert load_checkpoint(run / "last.1.pt")["step"] == 5
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

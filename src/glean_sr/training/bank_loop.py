@@ -521,10 +521,19 @@ def _train(
     out_dir = Path(recipe.out_dir).expanduser()
     last_path = out_dir / "last.pt"
     state, changed = None, []
+    recovery = (
+        [
+            f"removed {p.name}, left by an interrupted write"
+            for p in ckpt.remove_interrupted_writes(last_path)
+        ]
+        if info.is_main
+        else []
+    )
     if resume:
-        state = ckpt.load_checkpoint(last_path)
-        changed = _check_resume(recipe, state, last_path)
-    elif last_path.exists():
+        state, used, skipped = ckpt.load_newest_checkpoint(last_path, set_aside=info.is_main)
+        recovery += skipped + ([f"resumed from {used.name}"] if used != last_path else [])
+        changed = _check_resume(recipe, state, used)
+    elif ckpt.has_checkpoint(last_path):
         raise ConfigError(
             f"{out_dir} already holds a run ({last_path.name}); continue it with --resume or "
             f"choose another out_dir"
@@ -614,8 +623,9 @@ def _train(
         threads=torch.get_num_threads(),
         recipe_changes=changed,
         **({"init": init_notes} if init_notes else {}),
+        **({"recovery": recovery} if recovery else {}),
     )
-    for line in init_notes:
+    for line in [*recovery, *init_notes]:
         log.note(line)
     fid = None
     if t.fid_kimg > 0 and info.is_main:

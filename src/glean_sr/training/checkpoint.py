@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,10 +41,24 @@ class CheckpointError(GleanError):
     """A training checkpoint is missing, unreadable or belongs to another run."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+#: checkpoints a run keeps: ``last.pt`` and the ``keep - 1`` before it (``last.1.pt``, ...)
+KEEP = 2
+
+
+def history(path: str | os.PathLike, keep: int = KEEP) -> list[Path]:
+    """``last.pt``, ``last.1.pt``, ... ``last.{keep-1}.pt``: newest first."""
+    target = Path(path)
+    return [target] + [
+        target.with_name(f"{target.stem}.{i}{target.suffix}") for i in range(1, keep)
+    ]
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, *, keep: int = KEEP) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
     disk, then renamed over the old checkpoint, so a kill at any moment leaves either the old or
-    the new checkpoint intact, never a torn one."""
+    the new checkpoint intact, never a torn one. The ``keep - 1`` previous checkpoints move down
+    one place (``last.pt`` -> ``last.1.pt`` ...) first, each by an atomic rename of a hard link,
+    so ``path`` itself exists at every moment and a damaged newest file never loses the run."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
@@ -53,12 +68,47 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        names = history(target, keep)
+        for older, newer in zip(names[:0:-1], names[-2::-1], strict=True):
+            if newer.exists():
+                _link_over(newer, older)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return target
+
+
+def _link_over(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically (a hard link renamed into place; a copy where
+    the file system has no hard links); ``src`` stays."""
+    tmp = src.with_name(f"{src.name}.{os.getpid()}.link.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def remove_interrupted_writes(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` killed midway left next to it
+    (``last.pt.*.tmp`` of :func:`save_checkpoint`, ``.NAME.*.tmp`` of atomic writes); call it
+    when a command starts on that target. Returns what it removed."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for pattern in (f"{target.name}.*.tmp", f".{target.name}.*.tmp"):
+        for stale in target.parent.glob(pattern):
+            try:
+                stale.unlink()
+            except FileNotFoundError:  # another process of the same run got there first
+                continue
+            removed.append(stale)
+    return sorted(removed)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -69,8 +119,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for torn or foreign files
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable training checkpoint ({first})") from None
+        text = str(exc).strip()
+        if "Unsupported global" in text:  # the file names Python code to run
+            raise CheckpointError(
+                f"{p}: holds Python objects besides tensors and plain data; glean-sr never "
+                f"unpickles code, so it reads only checkpoints that glean-sr train and train-bank "
+                f"write"
+            ) from None
+        # torch's own first line would advise loading with weights_only=False: never relay it
+        detail = text.partition("WeightsUnpickler error:")[2].strip() or text
+        first = detail.splitlines()[0][:200] if detail else type(exc).__name__
+        raise CheckpointError(
+            f"{p}: not a readable training checkpoint, damaged or another kind of file ({first})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a glean-sr training checkpoint")
     if state.get("version") != VERSION:
@@ -79,6 +140,40 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(this glean-sr writes version {VERSION})"
         )
     return state
+
+
+def load_newest_checkpoint(
+    path: str | os.PathLike, *, keep: int = KEEP, set_aside: bool = False
+) -> tuple[dict[str, Any], Path, list[str]]:
+    """The newest of ``path``'s kept checkpoints that loads: ``(state, its path, notes)``, the
+    notes naming each newer one skipped and why. With ``set_aside`` (the process that writes
+    the run's checkpoints), a skipped file is renamed to ``NAME.damaged``: kept for a look, and
+    out of the history the next checkpoint shifts. Raises the newest file's error when none
+    loads."""
+    notes: list[str] = []
+    skipped: list[Path] = []
+    first_error: CheckpointError | None = None
+    for candidate in history(path, keep):
+        if not candidate.exists():
+            continue
+        try:
+            state = load_checkpoint(candidate)
+        except CheckpointError as exc:
+            first_error = first_error or exc
+            notes.append(f"skipped {exc}")
+            skipped.append(candidate)
+            continue
+        for bad in skipped if set_aside else []:
+            aside = bad.with_name(bad.name + ".damaged")
+            os.replace(bad, aside)
+            notes.append(f"kept the skipped {bad.name} as {aside.name}")
+        return state, candidate, notes
+    raise first_error or CheckpointError(f"no checkpoint at {Path(path)}")
+
+
+def has_checkpoint(path: str | os.PathLike, *, keep: int = KEEP) -> bool:
+    """Whether a run left any of ``path``'s kept checkpoints."""
+    return any(p.exists() for p in history(path, keep))
 
 
 # -- random generator states ---------------------------------------------------------------------
@@ -131,8 +226,8 @@ def read_run_or_recipe(
 
     read_recipe = read_recipe or read_recipe_dict
     path = Path(source).expanduser()
-    if run and path.is_dir() and (path / "last.pt").is_file():
-        data = load_checkpoint(path / "last.pt")["recipe"]
+    if run and path.is_dir() and has_checkpoint(path / "last.pt"):
+        data = load_newest_checkpoint(path / "last.pt")[0]["recipe"]
         data["out_dir"] = str(path)
         return data
     return read_recipe(source)
@@ -140,12 +235,17 @@ def read_run_or_recipe(
 
 __all__ = [
     "FORMAT",
+    "KEEP",
     "VERSION",
     "CheckpointError",
     "capture_rng_state",
     "fingerprint",
+    "has_checkpoint",
+    "history",
     "load_checkpoint",
+    "load_newest_checkpoint",
     "read_run_or_recipe",
+    "remove_interrupted_writes",
     "restore_rng_state",
     "save_checkpoint",
 ]

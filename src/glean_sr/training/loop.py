@@ -172,10 +172,19 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
     out_dir = Path(recipe.out_dir).expanduser()
     last_path = out_dir / "last.pt"
     state, changed = None, []
+    recovery = (
+        [
+            f"removed {p.name}, left by an interrupted write"
+            for p in ckpt.remove_interrupted_writes(last_path)
+        ]
+        if info.is_main
+        else []
+    )
     if resume:
-        state = ckpt.load_checkpoint(last_path)
-        changed = check_resume(recipe, state, last_path)
-    elif last_path.exists():
+        state, used, skipped = ckpt.load_newest_checkpoint(last_path, set_aside=info.is_main)
+        recovery += skipped + ([f"resumed from {used.name}"] if used != last_path else [])
+        changed = check_resume(recipe, state, used)
+    elif ckpt.has_checkpoint(last_path):
         raise ConfigError(
             f"{out_dir} already holds a run ({last_path.name}); continue it with --resume or "
             f"choose another out_dir"
@@ -257,8 +266,9 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
         device=str(device),
         recipe_changes=changed,
         bank_notes=parts.notes,
+        recovery=recovery,
     )
-    for note in parts.notes if info.is_main else []:
+    for note in [*recovery, *parts.notes] if info.is_main else []:
         print(f"glean-sr train: note: {note}", file=sys.stderr)
     ema_weights = parts.ema.applied if parts.ema is not None else nullcontext
 
