@@ -21,6 +21,7 @@ COMMANDS = [
     "eval",
     "info",
     "convert",
+    "publish",
     "convert-bank",
     "sample-bank",
     "train-bank",

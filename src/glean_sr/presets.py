@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import GLEANConfig, LightGLEANConfig, StyleGAN2Config
+from .config import GLEANConfig, LightGLEANConfig, RealESRGANConfig, StyleGAN2Config
 
 _GLEAN_URL = "https://download.openmmlab.com/mmediting/restorers/glean/"
 _BANK_URL = "http://download.openmmlab.com/mmediting/stylegan2/official_weights/"
@@ -30,6 +30,14 @@ class Preset:
     psnr: float | None = None  # the released README's PSNR (RGB) on its test set
     #: a model directory shipped inside the package (``glean_sr/demo/<packaged>``): no download
     packaged: str | None = None
+    #: copies of the original file on the Hugging Face Hub (``hf://owner/repo/file``), tried in
+    #: turn after ``url``; each is checked against ``sha256_prefix``
+    hub_copies: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Where the original file can come from, in the order they are tried."""
+        return ((self.url,) if self.url else ()) + self.hub_copies
 
     @property
     def filename(self) -> str | None:
@@ -135,6 +143,36 @@ for _name, _in, _out, _cat in [
         _cat,
         f"LightGLEAN {_in} -> {_out} (architecture only, no released weights)",
     )
+
+
+_REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
+
+#: General upscalers for whole photos and the background behind restored faces: Real-ESRGAN's
+#: released generators (BasicSR ``RRDBNet``, ``{"params_ema": ...}``), which take any size. The
+#: release names no checksum; the SHA-256 here is the full digest of each released file as
+#: third-party download manifests record it (67,040,989 and 67,061,725 bytes).
+UPSAMPLER_PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "realesrgan_x4plus",
+            RealESRGANConfig(scale=4),
+            "general",
+            "Real-ESRGAN x4plus: x4 blind SR of real photos (any size)",
+            _REALESRGAN_URL + "v0.1.0/RealESRGAN_x4plus.pth",
+            "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+        ),
+        Preset(
+            "realesrgan_x2plus",
+            RealESRGANConfig(scale=2),
+            "general",
+            "Real-ESRGAN x2plus: x2 blind SR of real photos (any size)",
+            _REALESRGAN_URL + "v0.2.1/RealESRGAN_x2plus.pth",
+            "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+        ),
+    ]
+}
+PRESETS.update(UPSAMPLER_PRESETS)
 
 
 #: Official StyleGAN2 config-f banks as converted by OpenMMLab (mmagic layout: ``generator.*``,

@@ -19,6 +19,7 @@ from .config import config_to_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MODEL_CARD_NAME = "README.md"  # the Hugging Face Hub's model card
 
 
 def save_state_dict_safetensors(
@@ -32,14 +33,18 @@ def save_state_dict_safetensors(
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike, *, dtype: torch.dtype | None = None
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory``.
 
     ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type, half the
     size for fp16; loading always gives float32 weights back. Each file is written to a
     temporary name and renamed, so an interrupted save never leaves a half-written file under
-    the final name.
+    the final name. ``metadata`` (strings) is added to the safetensors header.
     """
     from . import __version__
 
@@ -48,7 +53,8 @@ def save_pretrained(
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("save_pretrained needs a glean-sr model (it has no .config)")
-    meta = {"format": "pt", "glean_sr_version": __version__, "model_type": config.model_type}
+    meta = {**(metadata or {}), "format": "pt", "glean_sr_version": __version__}
+    meta["model_type"] = config.model_type
     sd = model.state_dict()
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "source",
-        help=f"preset name, weight file, model directory or URL ({DEMO_MODEL} is the shipped demo)",
+        help=f"preset name, weight file, model directory, URL or Hub repo ({DEMO_MODEL} is the "
+        f"shipped demo)",
     )
     p.add_argument("output", help="directory to write (created if needed)")
     p.add_argument(
@@ -30,7 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_model
+    from ..weights.pretrained import (
+        CONFIG_NAME,
+        WEIGHTS_NAME,
+        build_resolved,
+        provenance,
+        resolve,
+    )
 
     out = Path(args.output)
     existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out / n).exists()]
@@ -40,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
         raise GleanError(f"{out} exists and is not a directory")
     import torch
 
-    model = load_model(args.source)
+    resolved = resolve(args.source)
+    model = build_resolved(resolved)
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    model.save_pretrained(out, dtype=dtype)
+    # where the weights came from: a converted copy of a preset's file stands for the preset
+    # (-m preset=copy) while its tensors are the recorded ones
+    origin = {k: v for k, v in provenance(resolved).items() if k != "preset"}
+    model.save_pretrained(out, dtype=dtype, metadata=origin)
     counts = model.parameter_counts()
     print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({counts['total']:,} parameters)")
     return 0

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         dest="models",
         metavar="MODEL",
-        help=f"preset name, model directory or weight file (repeat to compare models); "
+        help=f"preset name, model directory, weight file, URL or Hub repo (owner/repo, "
+        f"hf://owner/repo/file.pth; repeat to compare models); "
         f"{DEMO_MODEL} is the demo that ships with glean-sr",
     )
     p.add_argument(

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help=f"preset name, model directory, weight file or URL ({DEMO_MODEL} is the shipped demo)",
+        help=f"preset name, model directory, weight file, URL or Hub repo (owner/repo, "
+        f"hf://owner/repo/file.pth; {DEMO_MODEL} is the shipped demo)",
     )
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")

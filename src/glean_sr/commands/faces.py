@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-m",
         "--model",
         required=True,
-        help=f"face model: preset name, model directory or file (glean_ffhq_16x, "
+        help=f"face model: preset name, model directory, file, URL or Hub repo (glean_ffhq_16x, "
         f"glean_in128out1024_4x2_300k_ffhq_celebahq; the shipped demo {DEMO_MODEL} restores "
         f"glyphs, not faces)",
     )

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "source",
-        help=f"preset name, model directory, weight file or URL ({DEMO_MODEL} is the shipped demo)",
+        help=f"preset name, model directory, weight file, URL or Hub repo (owner/repo, "
+        f"hf://owner/repo/file.pth; {DEMO_MODEL} is the shipped demo)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

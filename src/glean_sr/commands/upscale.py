@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-m",
         "--model",
         default=DEMO_MODEL,
-        help=f"preset name, model directory, weight file or URL ({DEMO_HELP})",
+        help=f"preset name, model directory, weight file, URL, Hugging Face Hub repo "
+        f"(owner/repo[@rev]) or Hub file (hf://owner/repo/file.pth) ({DEMO_HELP})",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_DIR", help="folder for the restored images"

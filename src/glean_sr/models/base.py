@@ -92,7 +92,14 @@ class BankRestorer(nn.Module):
         bank = {id(p) for p in self.generator.parameters()}
         return [p for p in self.parameters() if id(p) not in bank]
 
-    def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        dtype: torch.dtype | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomically);
-        ``dtype=torch.float16`` stores the weights in half precision."""
-        return save_pretrained(self, directory, dtype=dtype)
+        ``dtype=torch.float16`` stores the weights in half precision; ``metadata`` goes into the
+        safetensors header (where the weights came from)."""
+        return save_pretrained(self, directory, dtype=dtype, metadata=metadata)

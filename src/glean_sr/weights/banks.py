@@ -56,8 +56,13 @@ from ..limits import loads_json
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import NoiseMode, StyleGAN2Generator
 from ..presets import BANK_PRESETS
-from ..serialization import CONFIG_NAME, WEIGHTS_NAME, save_state_dict_safetensors
-from . import hub
+from ..serialization import (
+    CONFIG_NAME,
+    MODEL_CARD_NAME,
+    WEIGHTS_NAME,
+    save_state_dict_safetensors,
+)
+from . import hf_hub, hub
 from .glean_format import to_float32
 from .safe_load import read_weights_file
 from .stylegan2_common import ConvertedBank
@@ -234,9 +239,20 @@ def _resolve_path(text: str, progress: bool) -> tuple[Path, str | None]:
         return got, "RGB"  # the official weights converted by OpenMMLab produce RGB
     if text.startswith(("http://", "https://")):
         return hub.download(text, progress=progress), None
+    ref = hf_hub.parse_hub_source(text)
+    if ref is not None and ref.filename:
+        return hf_hub.hub_file(ref, progress=progress), None
+    if ref is not None:  # a bank directory in a Hub repository
+        return hf_hub.hub_directory(
+            ref,
+            (CONFIG_NAME, WEIGHTS_NAME),
+            (DISC_CONFIG_NAME, DISC_WEIGHTS_NAME, MODEL_CARD_NAME),
+            progress=progress,
+        ), None
     known = ", ".join(sorted(BANK_PRESETS))
     raise WeightsError(
-        f"'{text}' is neither an existing file or directory nor a bank preset (presets: {known})"
+        f"'{text}' is neither an existing file or directory, a bank preset (presets: {known}), "
+        f"an http(s) URL nor a Hugging Face Hub repo (owner/repo, hf://owner/repo/file.pkl)"
     )
 
 
