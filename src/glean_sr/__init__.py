@@ -14,6 +14,8 @@ _EXPORTS = {
     "GLEAN": "glean_sr.models.glean",
     "LightGLEAN": "glean_sr.models.light_glean",
     "LightGLEANConfig": "glean_sr.config",
+    "RRDBNet": "glean_sr.models.realesrgan",
+    "RealESRGANConfig": "glean_sr.config",
     "StyleGAN2Generator": "glean_sr.models.stylegan2",
     "StyleGAN2Discriminator": "glean_sr.models.discriminator",
     "GLEANConfig": "glean_sr.config",

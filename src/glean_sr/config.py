@@ -518,6 +518,68 @@ class LightGLEANConfig(_RestorerConfig):
         return count + _conv_params(width + ch[self.out_size], head) + _conv_params(head, img)
 
 
+#: Real-ESRGAN's scale factors: the RRDBNet trunk always enlarges x4, and x2 / x1 first fold the
+#: input into channels by pixel-unshuffle (2 or 4), so that the trunk runs at the same cost.
+REALESRGAN_SCALES = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class RealESRGANConfig:
+    """Real-ESRGAN's generator: BasicSR's ``RRDBNet``, ESRGAN's network (Wang et al. 2018,
+    Sec. 3.1) with Real-ESRGAN's pixel-unshuffle input for x2 and x1 (Wang et al., ICCVW 2021).
+
+    A fully convolutional network: it takes images of any size (a multiple of
+    :attr:`size_multiple`) and enlarges them ``scale`` times. The fields are BasicSR's constructor
+    arguments under GLEAN's names: ``img_channels`` is ``num_in_ch`` and ``num_out_ch``,
+    ``rrdb_channels`` ``num_feat``, ``num_rrdbs`` ``num_block``, ``growth_channels``
+    ``num_grow_ch``. The defaults are those of ``RealESRGAN_x4plus`` and ``RealESRGAN_x2plus``.
+    """
+
+    model_type: ClassVar[str] = "realesrgan_rrdbnet"
+
+    scale: int = 4
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    growth_channels: int = 32
+
+    def __post_init__(self) -> None:
+        if self.scale not in REALESRGAN_SCALES or isinstance(self.scale, bool):
+            raise ConfigError(f"scale must be one of {REALESRGAN_SCALES}, got {self.scale!r}")
+        _check_int("img_channels", self.img_channels, maximum=MAX_IMAGE_CHANNELS)
+        _check_int("rrdb_channels", self.rrdb_channels, maximum=MAX_CHANNELS)
+        _check_int("num_rrdbs", self.num_rrdbs, minimum=0, maximum=MAX_BLOCKS)
+        _check_int("growth_channels", self.growth_channels, maximum=MAX_CHANNELS)
+        _check_parameter_budget(self)
+
+    @property
+    def unshuffle(self) -> int:
+        """The pixel-unshuffle factor of the input: 1 (x4), 2 (x2) or 4 (x1)."""
+        return 4 // self.scale
+
+    @property
+    def size_multiple(self) -> int:
+        """Input heights and widths must be multiples of this (the unshuffle factor)."""
+        return self.unshuffle
+
+    def parameter_count(self) -> int:
+        """Parameters of the network this config describes, from the fields alone: the RRDB
+        trunk on the unshuffled input, two up-sampling convs, ``conv_hr`` and ``conv_last``."""
+        ch, img = self.rrdb_channels, self.img_channels
+        trunk = _rrdb_trunk_params(
+            img * self.unshuffle**2, ch, self.num_rrdbs, self.growth_channels
+        )
+        return trunk + 3 * _conv_params(ch, ch) + _conv_params(ch, img)
+
+
+def describe_size(config: Any) -> str:
+    """What a restorer config maps, in words: ``"16 -> 256"`` for a fixed input size,
+    ``"x4, any size"`` for a fully convolutional network."""
+    if getattr(config, "in_size", None) is None:
+        return f"x{config.scale}, any size"
+    return f"{config.in_size} -> {config.out_size}"
+
+
 _CONFIG_TYPES: dict[str, type] = {}
 
 
@@ -532,6 +594,7 @@ register_config(StyleGAN2DiscriminatorConfig)
 register_config(GLEANConfig)
 register_config(GLEANNoBankConfig)
 register_config(LightGLEANConfig)
+register_config(RealESRGANConfig)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -598,13 +661,16 @@ __all__ = [
     "MAX_CHANNELS",
     "MAX_CHANNEL_MULTIPLIER",
     "MAX_IMAGE_CHANNELS",
+    "REALESRGAN_SCALES",
     "GLEANConfig",
     "GLEANNoBankConfig",
     "LightGLEANConfig",
+    "RealESRGANConfig",
     "StyleGAN2Config",
     "StyleGAN2DiscriminatorConfig",
     "config_from_dict",
     "config_to_dict",
+    "describe_size",
     "describe_widths",
     "is_power_of_two",
     "nvidia_channels",

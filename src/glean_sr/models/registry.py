@@ -8,15 +8,17 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..config import GLEANConfig, GLEANNoBankConfig, LightGLEANConfig
+from ..config import GLEANConfig, GLEANNoBankConfig, LightGLEANConfig, RealESRGANConfig
 from .glean import GLEAN, GLEANNoBank
 from .light_glean import LightGLEAN
+from .realesrgan import RRDBNet
 
 #: model_type -> (config class, model class)
 MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "glean": (GLEANConfig, GLEAN),
     "glean_nobank": (GLEANNoBankConfig, GLEANNoBank),
     "lightglean": (LightGLEANConfig, LightGLEAN),
+    "realesrgan_rrdbnet": (RealESRGANConfig, RRDBNet),
 }
 
 
