@@ -4,6 +4,8 @@ from tensor shapes, and report mismatches precisely.
 Released checkpoints (mmediting 0.x ``tools/publish_model.py``) are ``{"meta": ..., "state_dict":
 {...}}`` whose keys are the restorer's: ``generator.<GLEAN key>`` for the network, plus
 ``discriminator.*`` and ``perceptual_loss.*`` (training-only parts, ignored on an allow-list).
+BasicSR's containers (``{"params_ema": ...}``, Real-ESRGAN's released files) are recognised by
+:mod:`.basicsr_format`, which also reads the architecture of their RRDBNet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from ..config import GLEANConfig, LightGLEANConfig, stylegan2_channels
 from ..errors import ConfigError, WeightsError
+from .basicsr_format import basicsr_state_dict, infer_realesrgan_config, is_realesrgan_state_dict
 from .widths import widths_as_fields
 
 #: Sub-modules of the reference restorer that are not part of the network; ignored on load.
@@ -41,8 +44,20 @@ def _is_tensor_dict(obj: Any) -> bool:
     )
 
 
+def _check_tensor_dict(sd: Mapping[str, Any], name: str) -> None:
+    if not _is_tensor_dict(sd):
+        bad = next((k for k, v in sd.items() if not isinstance(v, Tensor)), None)
+        detail = f" (entry {bad!r} is not a tensor)" if bad is not None else " (it is empty)"
+        raise WeightsError(f"{name}: not a state_dict of tensors{detail}")
+
+
 def unwrap_restorer_checkpoint(obj: Any, name: str) -> UnwrappedWeights:
     """Find the network's state_dict inside a released checkpoint or a bare state_dict."""
+    basicsr = basicsr_state_dict(obj)
+    if basicsr is not None:
+        sd, fmt, unexpected, ignored = basicsr
+        _check_tensor_dict(sd, name)
+        return UnwrappedWeights(dict(sd), fmt, unexpected, ignored)
     wrapped = isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
     if wrapped:
         sd = obj["state_dict"]
@@ -50,10 +65,7 @@ def unwrap_restorer_checkpoint(obj: Any, name: str) -> UnwrappedWeights:
         sd = obj
     else:
         raise WeightsError(f"{name}: expected a dict of tensors, found a {type(obj).__name__}")
-    if not _is_tensor_dict(sd):
-        bad = next((k for k, v in sd.items() if not isinstance(v, Tensor)), None)
-        detail = f" (entry {bad!r} is not a tensor)" if bad is not None else " (it is empty)"
-        raise WeightsError(f"{name}: not a state_dict of tensors{detail}")
+    _check_tensor_dict(sd, name)
     if not any(k.startswith("generator.encoder.") for k in sd):
         fmt = "state_dict in a checkpoint" if wrapped else "bare state_dict"
         return UnwrappedWeights(dict(sd), fmt)
@@ -186,6 +198,7 @@ INFERERS: list[tuple[Callable[[Mapping[str, Tensor]], bool], Callable[..., Any]]
         infer_glean_config,
     ),
     (lambda sd: "latent_codes.z" in sd, infer_lightglean_config),
+    (is_realesrgan_state_dict, infer_realesrgan_config),
 ]
 
 
@@ -195,8 +208,8 @@ def infer_config(sd: Mapping[str, Tensor], name: str = "weights") -> Any:
             return infer(sd, name)
     sample = ", ".join(sorted(sd)[:3])
     raise WeightsError(
-        f"{name}: not a GLEAN-family state_dict (first keys: {sample}); for a StyleGAN2 bank "
-        f"use 'glean-sr convert-bank'"
+        f"{name}: not a GLEAN-family or Real-ESRGAN RRDBNet state_dict (first keys: {sample}); "
+        f"for a StyleGAN2 bank use 'glean-sr convert-bank'"
     )
 
 
