@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         Reporter,
         check_output_options,
         collect_inputs,
+        output_name_pattern,
         plan_outputs,
         restore_photos,
         summary_line,
@@ -147,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_face < 8:
         raise GleanError(f"--min-face must be at least 8 pixels, got {args.min_face}")
 
-    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir)
+    # earlier results (photos and comparisons), when -o is also an input folder
+    outputs = output_name_pattern(args.suffix, args.ext, ("_compare",))
+    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
     if not jobs:
         for message in input_errors:
             print(f"error: {message}", file=sys.stderr)

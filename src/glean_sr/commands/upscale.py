@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         Reporter,
         check_output_options,
         collect_inputs,
+        output_name_pattern,
         plan_outputs,
         summary_line,
         upscale_files,
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     check_output_options(out_dir, args.suffix)
 
-    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir)
+    outputs = output_name_pattern(args.suffix, args.ext)  # earlier results, when -o is an input
+    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
     if not jobs:
         for message in input_errors:
             print(f"error: {message}", file=sys.stderr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,8 +56,30 @@ def check_output_options(out_dir: Path, suffix: str | None) -> None:
         raise GleanError(f"--suffix must not contain a path separator, got {suffix!r}")
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a file name) written as escapes, so that
+    one message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def output_name_pattern(
+    suffix: str | None, ext: str, extras: tuple[str, ...] = ()
+) -> re.Pattern[str]:
+    """File names a run writes: ``<stem><suffix><extra>.<ext>`` for ``extra`` in ``("",
+    *extras)``; an unknown suffix (``None``: the model's factor decides it) is ``_x<digits>``,
+    upscale's default."""
+    mark = re.escape(suffix) if suffix is not None else r"_x\d+"
+    tails = "|".join(re.escape(e) for e in ("", *extras))
+    return re.compile(rf".+{mark}(?:{tails})\.{re.escape(ext)}", re.IGNORECASE)
+
+
 def collect_inputs(
-    specs: list[str], recursive: bool, out_dir: Path | None = None
+    specs: list[str],
+    recursive: bool,
+    out_dir: Path | None = None,
+    outputs: re.Pattern[str] | None = None,
 ) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs (in the order given, each file once); the
     second list holds one message per spec that names nothing usable.
@@ -64,13 +87,21 @@ def collect_inputs(
     A file named explicitly is taken whatever its suffix; folders and globs give their image
     files (:func:`glean_sr.io.is_image_file`: hidden files are skipped), and nothing inside
     ``out_dir``, so earlier results in an output folder under an input folder are not restored
-    again. ``recursive`` searches sub-folders (and ``**`` in globs); a folder's jobs keep their
-    sub-folder, which the outputs mirror.
+    again. When the output folder *is* an input folder, its files are inputs except those whose
+    names match ``outputs`` (:func:`output_name_pattern`), the results of earlier runs.
+    ``recursive`` searches sub-folders (and ``**`` in globs); a folder's jobs keep their
+    sub-folder, which the outputs mirror. Links that cannot be followed (dangling, or a loop)
+    get a line each.
     """
     out_resolved = out_dir.resolve() if out_dir is not None else None
+    input_dirs = {Path(spec).resolve() for spec in specs if Path(spec).is_dir()}
 
     def outside_output(p: Path) -> bool:
-        return out_resolved is None or not p.resolve().is_relative_to(out_resolved)
+        if out_resolved is None or not p.resolve().is_relative_to(out_resolved):
+            return True
+        if out_resolved in input_dirs and p.resolve().parent == out_resolved:
+            return outputs is None or not outputs.fullmatch(p.name)
+        return False
 
     jobs: list[Job] = []
     errors: list[str] = []
@@ -85,6 +116,13 @@ def collect_inputs(
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
+            listed = p.rglob("*") if recursive else p.iterdir()
+            errors += [
+                f"{printable(str(f))}: a link that cannot be followed (its target is missing, or "
+                f"it is a loop of links); skipped"
+                for f in sorted(listed)
+                if f.is_symlink() and not f.exists()
+            ]
             images = [f for f in list_images(p, recursive=recursive) if outside_output(f)]
             if not images:
                 hint = "" if recursive else " (--recursive searches sub-folders)"
@@ -150,7 +188,7 @@ class Reporter:
             self.line(f"error: {message}", error=True)
 
     def line(self, text: str, *, error: bool = False) -> None:
-        self.bar.write(text, file=sys.stderr if error else sys.stdout)
+        self.bar.write(printable(text), file=sys.stderr if error else sys.stdout)
 
     def ok(self, text: str) -> None:
         self.done += 1
@@ -370,7 +408,9 @@ __all__ = [
     "Reporter",
     "check_output_options",
     "collect_inputs",
+    "output_name_pattern",
     "plan_outputs",
+    "printable",
     "restore_photos",
     "summary_line",
     "upscale_files",
