@@ -101,15 +101,16 @@ def _to_channels(img: np.ndarray, channels: int, what: str) -> np.ndarray:
 def _check_sizes(files: list[Path], resolution: int) -> None:
     """Refuse before training starts (not hours into it) when a file is unreadable or of a size
     the bank cannot use; reads only the headers."""
-    from PIL import Image, UnidentifiedImageError
+    from ..errors import ImageError
+    from ..io import read_image_size
 
     bad = []
     for path in files:
-        try:
-            with Image.open(path) as im:
-                w, h = im.size
-        except (OSError, UnidentifiedImageError, ValueError):
-            bad.append(f"{path.name} (unreadable)")
+        try:  # the header only, and its pixel count within the limit before anything is decoded
+            w, h = read_image_size(path)
+        except ImageError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            bad.append(f"{path.name} ({reason if 'pixels' in reason else 'unreadable'})")
             continue
         if w != h or w < resolution or w % resolution:
             bad.append(f"{path.name} ({w}x{h})")

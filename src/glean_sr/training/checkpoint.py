@@ -116,6 +116,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"no checkpoint at {p}")
+    from ..errors import WeightsError
+    from ..weights.declared_sizes import check_declared_sizes
+
+    try:  # what the file declares, before torch inflates or allocates any of it
+        check_declared_sizes(p)
+    except WeightsError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for torn or foreign files

@@ -202,7 +202,7 @@ def _read_dir(directory: Path) -> ConvertedBank:
         generator=sd,
         w_avg=sd.pop(_W_AVG_KEY, None),
         channel_order=meta.get("source_channel_order"),  # of the original; stored here as RGB
-        ema=json.loads(meta.get("ema", "null")),
+        ema=_ema_flag(meta.get("ema", "null"), directory),
     )
     if (directory / DISC_CONFIG_NAME).is_file():
         if not (directory / DISC_WEIGHTS_NAME).is_file():
@@ -223,6 +223,14 @@ def _read_config(path: Path, model_type: str) -> Any:
         raise WeightsError(f"{path}: not valid JSON ({exc})") from None
     except ConfigError as exc:
         raise WeightsError(f"{path}: {exc}") from None
+
+
+def _ema_flag(text: str, directory: Path) -> bool | None:
+    """The bank file's ``ema`` metadata: ``true``, ``false`` or ``null``."""
+    value = {"true": True, "false": False, "null": None}.get(text.strip(), "bad")
+    if value == "bad":
+        raise WeightsError(f"{directory}: the 'ema' metadata is {text[:40]!r}, not true/false/null")
+    return value
 
 
 def _resolve_path(text: str, progress: bool) -> tuple[Path, str | None]:

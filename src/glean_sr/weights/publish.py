@@ -18,6 +18,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import GleanError, WeightsError
+from ..limits import loads_json
 from ..serialization import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from . import hf_hub
 from .pretrained import build_resolved, provenance, resolve
@@ -185,7 +186,7 @@ def publish(
     summary = None
     if summary_path is not None:
         try:
-            summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
+            summary = loads_json(Path(summary_path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GleanError(f"{summary_path}: not a readable eval summary ({exc})") from None
         if not isinstance(summary, dict):
