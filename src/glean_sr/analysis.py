@@ -10,7 +10,9 @@ Two MAC conventions are reported, both for batch 1 and one restoration forward p
   not counted. This is the convention of the papers' tables: it gives 277.2 G for GLEAN
   64 -> 1024, against the 277.5 G of TPAMI Table 1.
 
-Counting runs on the meta device: no memory is allocated and no arithmetic is done.
+Counting runs on the meta device: no memory is allocated and no arithmetic is done. A model that
+takes any size (RRDBNet) is counted on a :data:`ANY_SIZE_INPUT` x :data:`ANY_SIZE_INPUT` input;
+its MACs grow with the number of input pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models.registry import build_model
+
+#: the input side at which a model that takes any size is counted
+ANY_SIZE_INPUT = 64
 
 
 def _module_macs_hook(counter: list[int]):
@@ -37,7 +42,8 @@ def _module_macs_hook(counter: list[int]):
 
 
 def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
-    """MACs of one forward pass of ``model`` on a ``[batch, C, in, in]`` input (both conventions).
+    """MACs of one forward pass of ``model`` on a ``[batch, C, in, in]`` input (both conventions;
+    ``in`` is :data:`ANY_SIZE_INPUT` for a model that takes any size).
 
     ``model`` may be on any device; a meta-device copy is used, so real weights are untouched.
     """
@@ -48,7 +54,8 @@ def count_macs(model: nn.Module, batch: int = 1) -> dict[str, int]:
         for m in meta.modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
-    lq = torch.empty(batch, meta.img_channels, meta.in_size, meta.in_size, device="meta")
+    side = getattr(meta, "in_size", None) or ANY_SIZE_INPUT
+    lq = torch.empty(batch, meta.img_channels, side, side, device="meta")
     flops = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), flops:

@@ -29,6 +29,7 @@ def _millions(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..analysis import ANY_SIZE_INPUT
     from ..weights.pretrained import describe
 
     info = describe(args.source)
@@ -38,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = info["config"]
     print(f"source:     {info['source']}")
     print(f"format:     {info['format']}")
-    print(
-        f"model:      {info['model_type']} {cfg['in_size']} -> {cfg['out_size']} "
-        f"(x{cfg['out_size'] // cfg['in_size']}), {cfg['img_channels']} channels"
-    )
+    if "in_size" in cfg:
+        size = f"{cfg['in_size']} -> {cfg['out_size']} (x{cfg['out_size'] // cfg['in_size']})"
+    else:  # a model that takes any size (MACs at ANY_SIZE_INPUT px)
+        size = f"x{cfg['scale']}, any size (MACs at {ANY_SIZE_INPUT} x {ANY_SIZE_INPUT} px in)"
+    print(f"model:      {info['model_type']} {size}, {cfg['img_channels']} channels")
     print("config:     " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "model_type"))
     params = info["params"]
     print("parameters: " + ", ".join(f"{k} {_millions(v)}" for k, v in params.items()))

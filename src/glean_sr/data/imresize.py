@@ -175,3 +175,27 @@ def area_resize(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
         (area_matrix(img.shape[1], out_w), "w"),
     ]
     return _apply_numpy(img, steps)
+
+
+def lanczos_resize(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize float ``[H, W]`` or ``[H, W, C]`` to ``size = (out_h, out_w)`` with Pillow's
+    Lanczos filter (a = 3; the kernel is stretched when shrinking, so nothing aliases), each
+    channel as a 32-bit float image. Returns float32, not clipped (Lanczos overshoots at edges).
+
+    For final sizes of whole photos (``--outscale``): its memory is that of the images, where
+    :func:`imresize` builds dense ``[out, in]`` matrices (gigabytes at 10000 pixels a side).
+    """
+    from PIL import Image
+
+    img = np.asarray(img)
+    if img.ndim not in (2, 3) or not np.issubdtype(img.dtype, np.floating):
+        raise ValueError(f"expected float [H, W] or [H, W, C], got {img.dtype} {img.shape}")
+    out_h, out_w = (int(size[0]), int(size[1]))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"size must be positive, got {tuple(size)}")
+    planes = img[..., None] if img.ndim == 2 else img
+    out = np.empty((out_h, out_w, planes.shape[2]), np.float32)
+    for c in range(planes.shape[2]):
+        plane = Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32))
+        out[..., c] = np.asarray(plane.resize((out_w, out_h), Image.Resampling.LANCZOS))
+    return out[..., 0] if img.ndim == 2 else out

@@ -20,6 +20,19 @@ is asked for, never guessed, and recorded:
   with the same bicubic resize, then the same padding is cut off, and it is reattached.
 * Grayscale goes through the RGB model as three equal channels and comes back as BT.601 luma.
 
+Models that take any size (Real-ESRGAN's RRDBNet, :mod:`glean_sr.models.realesrgan`) need none
+of this: the image goes in as it is (``fit`` and ``resize`` do not apply and are refused) and
+comes out ``scale`` times larger (its alpha enlarged with Lanczos). ``tile`` runs them in tiles
+of ``tile x tile`` input pixels with ``tile_pad`` pixels of context, ``batch_size`` tiles per
+forward pass, blended without seams (:mod:`glean_sr.inference.tiling`): the memory the model
+needs no longer grows with the image. Without ``tile`` the whole image goes through the model
+at once.
+
+``outscale`` (any model) resizes the result to ``outscale`` times the size of the input image
+(of the centred square with ``fit="crop"``), rounded, with Pillow's Lanczos filter
+(:func:`glean_sr.data.imresize.lanczos_resize`); an exact enlargement needs no resize and gets
+none.
+
 Precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` by ``torch.autocast``. The weights stay
 float32; convolutions run in half precision while the weight demodulation and other reductions
 stay in float32, and one loaded model serves every precision. ``fp16`` works on the CPU but uses
@@ -40,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.imresize import area_resize, imresize
+from ..data.imresize import area_resize, imresize, lanczos_resize
 from ..devices import resolve_device
 from ..errors import ConfigError, ImageError
 from ..io import (
@@ -54,6 +67,7 @@ from ..io import (
 from ..weights.pretrained import load_model
 from . import FIT_MODES, PRECISION_NAMES, RESIZE_METHODS
 from .cpu_fast import accelerate
+from .tiling import run_tiled
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
@@ -74,9 +88,12 @@ class UpscaleRecord:
             from the output).
         resize: ``"bicubic"`` or ``"area"`` if the square was resized to the model's input.
         model_input_hw, model_output_hw: what went into and came out of the network.
-        output_hw: size of the result (the model output less the padding).
+        output_hw: size of the result (the model output less the padding, resized by
+            ``outscale``).
         grayscale: the image went through the model as three equal channels.
         alpha: the alpha channel was resized and reattached.
+        tiles: ``(rows, columns)`` of tiles a model that takes any size ran in, or ``None``.
+        outscale: the final scale the result was resized to, if it was.
         steps: one human-readable line per step, starting with what reading the file did.
     """
 
@@ -90,6 +107,8 @@ class UpscaleRecord:
     output_hw: tuple[int, int] = (0, 0)
     grayscale: bool = False
     alpha: bool = False
+    tiles: tuple[int, int] | None = None
+    outscale: float | None = None
     steps: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -101,8 +120,9 @@ class UpscaleRecord:
 class PreparedImage:
     """An image made to fit the model (the result of :meth:`Upscaler.prepare`).
 
-    ``lq``: float32 ``[in_size, in_size, C]`` in ``[0, 1]``; ``square_alpha``: the alpha of the
-    squared image before resizing, ``[side, side]``, or ``None``.
+    ``lq``: float32 ``[in_size, in_size, C]`` in ``[0, 1]`` (``[H, W, C]``, the image itself, for
+    a model that takes any size); ``square_alpha``: the alpha of the squared image before
+    resizing, ``[side, side]`` (``[H, W]``), or ``None``.
     """
 
     image: ImageData
@@ -149,18 +169,27 @@ def _check_precision(precision: str, device: torch.device) -> str | None:
 
 class Upscaler:
     """Restore images with a GLEAN model: fit and resize to the model's input, run it (in
-    batches), undo the padding, reattach alpha.
+    batches), undo the padding, reattach alpha; or with a model that takes any size, in tiles.
 
     Args:
-        model: a loaded restorer (anything with ``in_size``, ``out_size``, ``img_channels`` and
-            ``forward(lq: [N, C, in_size, in_size]) -> [N, C, out_size, out_size]``).
+        model: a loaded restorer: anything with ``in_size``, ``out_size``, ``img_channels`` and
+            ``forward(lq: [N, C, in_size, in_size]) -> [N, C, out_size, out_size]``, or a model
+            that takes any size, with ``scale``, ``img_channels``, optionally ``size_multiple``
+            and ``forward(lq: [N, C, H, W]) -> [N, C, scale H, scale W]`` (RRDBNet).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
             ``"mps"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the module docstring).
         resize: ``"error"``, ``"bicubic"`` or ``"area"``: how an image of another size than
-            ``in_size`` is brought to it.
-        fit: ``None``, ``"crop"`` or ``"pad"``: how a non-square image is made square.
-        batch_size: images per forward pass.
+            ``in_size`` is brought to it (fixed-size models only).
+        fit: ``None``, ``"crop"`` or ``"pad"``: how a non-square image is made square
+            (fixed-size models only).
+        batch_size: images per forward pass; tiles per forward pass with ``tile``.
+        tile: run a model that takes any size in tiles of ``tile x tile`` input pixels
+            (``None``: the whole image at once).
+        tile_pad: pixels of context around each tile, see :mod:`glean_sr.inference.tiling`.
+            Both are rounded up to multiples of the model's ``size_multiple`` (2 for x2, 4 for
+            x1), where its pixel-unshuffle needs them.
+        outscale: resize the result to this multiple of the input's size (Lanczos).
         compile: run the plain model through ``torch.compile`` (inductor): the first batch of
             each shape compiles (minutes for a full-size model on a CPU). Meant for GPUs; on
             CPUs the fast path below is faster and leaner (benchmarks/README.md).
@@ -183,13 +212,20 @@ class Upscaler:
         batch_size: int = 1,
         compile: bool = False,
         fast: bool = True,
+        tile: int | None = None,
+        tile_pad: int = 10,
+        outscale: float | None = None,
     ):
-        for attr in ("in_size", "out_size", "img_channels"):
+        fixed = hasattr(model, "in_size") and hasattr(model, "out_size")
+        for attr in ("img_channels",) + (("in_size", "out_size") if fixed else ("scale",)):
             if not hasattr(model, attr):
                 raise ConfigError(
                     f"the model must be a glean-sr restorer (with .{attr}), "
                     f"got {type(model).__name__}"
                 )
+        #: the model takes images of any size (fully convolutional) instead of in_size
+        self.any_size = not fixed
+        self._check_size_options(model, resize, fit, tile, tile_pad, outscale)
         if resize not in RESIZE_METHODS:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
         if fit is not None and fit not in FIT_MODES:
@@ -206,6 +242,11 @@ class Upscaler:
         self.resize = resize
         self.fit = fit
         self.batch_size = batch_size
+        # on the model's input grid (pixel-unshuffle: x2 needs multiples of 2, x1 of 4)
+        multiple = getattr(model, "size_multiple", 1)
+        self.tile = None if tile is None else -(-tile // multiple) * multiple
+        self.tile_pad = -(-tile_pad // multiple) * multiple
+        self.outscale = None if outscale is None else float(outscale)
         self.model = model.to(self.device).eval()
         self.compiled = compile
         self._run: nn.Module = self.model
@@ -213,6 +254,36 @@ class Upscaler:
             self._run = torch.compile(self.model)
         elif fast:
             self._run = accelerate(self.model, self.device)
+
+    def _check_size_options(
+        self,
+        model: nn.Module,
+        resize: str,
+        fit: str | None,
+        tile: int | None,
+        tile_pad: int,
+        outscale: float | None,
+    ) -> None:
+        """Refuse the options that do not apply to this kind of model, and bad values."""
+        name = type(model).__name__
+        if self.any_size and (resize != "error" or fit is not None):
+            raise ConfigError(
+                f"{name} takes images of any size: --resize and --fit (resize=, fit=) apply only "
+                f"to models of a fixed input size; --outscale sets the output size"
+            )
+        if not self.any_size and tile is not None:
+            raise ConfigError(
+                f"--tile (tile=) applies to models that take any size (RRDBNet); {name} takes "
+                f"exactly {model.in_size}x{model.in_size} pixels"
+            )
+        if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 16):
+            raise ConfigError(f"tile must be an integer >= 16, got {tile!r}")
+        if not isinstance(tile_pad, int) or isinstance(tile_pad, bool) or tile_pad < 0:
+            raise ConfigError(f"tile_pad must be an integer >= 0, got {tile_pad!r}")
+        if outscale is not None:
+            number = isinstance(outscale, (int, float)) and not isinstance(outscale, bool)
+            if not (number and 0 < outscale <= 64):
+                raise ConfigError(f"outscale must be a number in (0, 64], got {outscale!r}")
 
     @classmethod
     def from_pretrained(
@@ -226,6 +297,9 @@ class Upscaler:
         batch_size: int = 1,
         compile: bool = False,
         fast: bool = True,
+        tile: int | None = None,
+        tile_pad: int = 10,
+        outscale: float | None = None,
         progress: bool = True,
     ) -> Upscaler:
         """An upscaler for a preset name, model directory, weight file or URL (anything
@@ -244,25 +318,45 @@ class Upscaler:
             batch_size=batch_size,
             compile=compile,
             fast=fast,
+            tile=tile,
+            tile_pad=tile_pad,
+            outscale=outscale,
         )
 
     @property
-    def in_size(self) -> int:
-        return self.model.in_size
+    def in_size(self) -> int | None:
+        """The model's input size; ``None`` for a model that takes any size."""
+        return getattr(self.model, "in_size", None) if not self.any_size else None
 
     @property
-    def out_size(self) -> int:
-        return self.model.out_size
+    def out_size(self) -> int | None:
+        return self.model.out_size if not self.any_size else None
 
     @property
     def scale(self) -> int:
+        """How many times the model enlarges (before any ``outscale``)."""
+        if self.any_size:
+            return self.model.scale
         return self.model.out_size // self.model.in_size
+
+    def describe(self) -> str:
+        """The model and how it is run, in words: ``"GLEAN 32 -> 256 (x8)"``,
+        ``"RRDBNet x4, any size, tiles of 256 + 10 px"``."""
+        name = type(self.model).__name__
+        if not self.any_size:
+            text = f"{name} {self.in_size} -> {self.out_size} (x{self.scale})"
+        else:
+            text = f"{name} x{self.scale}, any size"
+            if self.tile is not None:
+                text += f", tiles of {self.tile} + {self.tile_pad} px"
+        if self.outscale is not None and self.outscale != self.scale:
+            text += f", output x{self.outscale:g} (Lanczos)"
+        return text
 
     def __repr__(self) -> str:
         return (
-            f"Upscaler({type(self.model).__name__} {self.in_size} -> {self.out_size}, "
-            f"device={self.device}, precision={self.precision}, resize={self.resize!r}, "
-            f"fit={self.fit!r}, batch_size={self.batch_size})"
+            f"Upscaler({self.describe()}, device={self.device}, precision={self.precision}, "
+            f"resize={self.resize!r}, fit={self.fit!r}, batch_size={self.batch_size})"
         )
 
     # ------------------------------------------------------------------------------------------
@@ -285,6 +379,12 @@ class Upscaler:
             alpha=image.alpha is not None,
             steps=list(image.notes),
         )
+        if self.any_size:  # the image as it is
+            if record.grayscale:
+                record.steps.append("grayscale fed as 3 equal channels")
+            record.model_input_hw = (h, w)
+            lq = np.ascontiguousarray(image.pixels, np.float32)
+            return PreparedImage(image, lq, record, image.alpha)
         side = min(h, w) if self.fit == "crop" else max(h, w)
         problems = []
         if h != w and self.fit is None:
@@ -355,7 +455,12 @@ class Upscaler:
 
     def restore(self, prepared: Sequence[PreparedImage]) -> list[tuple[ImageData, UpscaleRecord]]:
         """Run prepared images through the model, ``batch_size`` at a time, and finish each:
-        remove the padding, reattach alpha, return to grayscale."""
+        remove the padding, reattach alpha, return to grayscale.
+
+        A model that takes any size runs each image alone, in ``batch_size`` tiles per forward
+        pass with ``tile``."""
+        if self.any_size:
+            return [self._run_any_size(p) for p in prepared]
         results = []
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
@@ -364,6 +469,37 @@ class Upscaler:
             outputs = tensor_to_pixels(sr, channels=[p.image.channels for p in chunk])
             results.extend(self._finish(p, out) for p, out in zip(chunk, outputs, strict=True))
         return results
+
+    def _run_any_size(self, prep: PreparedImage) -> tuple[ImageData, UpscaleRecord]:
+        """One image through a model that takes any size, whole or in tiles."""
+        run = run_tiled(
+            prep.lq,
+            self.forward,
+            scale=self.scale,
+            model_channels=self.model.img_channels,
+            tile=self.tile,
+            tile_pad=self.tile_pad,
+            batch_size=self.batch_size,
+            multiple=getattr(self.model, "size_multiple", 1),
+        )
+        record = dataclasses.replace(prep.record, steps=list(prep.record.steps))  # prep reusable
+        sr = run.pixels
+        record.model_output_hw = (sr.shape[0], sr.shape[1])
+        how = f"x{self.scale}"
+        if run.tiles > 1:
+            record.tiles = run.grid
+            how += (
+                f", {run.tiles} tiles ({run.grid[0]} x {run.grid[1]}) of {self.tile} px in "
+                f"{_wxh(run.window)} windows"
+            )
+        record.steps.append(f"restored {_wxh(record.input_hw)} -> {_wxh(sr.shape[:2])} ({how})")
+        alpha = None
+        if prep.square_alpha is not None:  # Lanczos: MATLAB bicubic's dense matrices take GBs
+            alpha = np.clip(lanczos_resize(prep.square_alpha, sr.shape[:2]), 0, 1)
+            record.steps.append(
+                f"alpha resized {_wxh(record.input_hw)} -> {_wxh(sr.shape[:2])} (Lanczos)"
+            )
+        return self._output(prep, record, sr, alpha)
 
     def _finish(self, prep: PreparedImage, sr: np.ndarray) -> tuple[ImageData, UpscaleRecord]:
         record = dataclasses.replace(prep.record, steps=list(prep.record.steps))  # prep reusable
@@ -384,6 +520,24 @@ class Upscaler:
             sr = sr[top : o - bottom, left : o - right]
             alpha = alpha[top : o - bottom, left : o - right] if alpha is not None else None
             record.steps.append(f"padding removed: {o}x{o} -> {sr.shape[1]}x{sr.shape[0]}")
+        return self._output(prep, record, sr, alpha)
+
+    def _output(
+        self, prep: PreparedImage, record: UpscaleRecord, sr: np.ndarray, alpha: np.ndarray | None
+    ) -> tuple[ImageData, UpscaleRecord]:
+        """The result image: resized to ``outscale`` if asked, alpha reattached."""
+        if self.outscale is not None:
+            region = (record.crop[2], record.crop[3]) if record.crop else record.input_hw
+            size = tuple(max(1, round(n * self.outscale)) for n in region)
+            if size != sr.shape[:2]:
+                before = _wxh(sr.shape[:2])
+                sr = np.clip(lanczos_resize(sr, size), 0, 1)
+                if alpha is not None:
+                    alpha = np.clip(lanczos_resize(alpha, size), 0, 1)
+                record.steps.append(
+                    f"resized {before} -> {_wxh(size)} (Lanczos, outscale {self.outscale:g})"
+                )
+            record.outscale = self.outscale
         if alpha is not None:
             record.steps.append("alpha reattached")
         if record.grayscale:
