@@ -3,8 +3,9 @@
 PHOTO is a file, a folder or a glob, as for ``upscale``. For each photo it writes
 ``OUT_DIR/<name>_faces.<ext>`` (the photo enlarged ``--upscale`` times with every face restored
 and pasted back), a side-by-side comparison ``<name>_faces_compare.<ext>`` unless
-``--no-comparison``, and with ``--save-crops`` each face as the model saw it and as it came back,
-in ``<name>_faces_crops/``. Each photo gets one line (a photo without a face says so; its
+``--no-comparison``, with ``--draw-boxes`` the restored photo with what was detected drawn on it
+(``<name>_faces_boxes.<ext>``), and with ``--save-crops`` each face as the model saw it and as it
+came back, in ``<name>_faces_crops/``. Each photo gets one line (a photo without a face says so; its
 enlarged photo is still written); a bad file never stops the others; the exit status is 1 if any
 photo failed. The work is done by :mod:`glean_sr.inference.batch`, as for ``upscale``.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from ..errors import GleanError
 from ..inference import ALIGNMENTS, DETECTORS, FACE_RESIZES, OUTPUT_EXTENSIONS
 from ..presets import DEMO_MODEL
-from .options import add_device_options, positive_int
+from .options import add_device_options, add_tile_options, positive_int
 
 
 def _upscale(text: str) -> int:
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--upscale",
         type=_upscale,
         default=2,
-        help="enlarge the whole photo this many times (default 2)",
+        help="enlarge the whole photo this many times (default 2); a --background upscaler "
+        "of another factor is resized to it (Lanczos)",
     )
     p.add_argument(
         "--only-center-face",
@@ -67,9 +69,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="bicubic",
         metavar="bicubic|MODEL",
         help="how the photo around the faces is enlarged: MATLAB bicubic (default), or a "
-        "glean-sr model that enlarges exactly --upscale times and takes the whole photo (it runs "
-        "without tiles, so the photo must be exactly its input size; the face models are not "
-        "general models)",
+        "general upscaler that takes any size, run before the faces are pasted: a preset "
+        "(realesrgan_x2plus, realesrgan_x4plus), a Real-ESRGAN RRDBNet .pth or a model "
+        "directory of one (the face models are not general models: they turn anything into a "
+        "face)",
+    )
+    add_tile_options(p, what="the --background upscaler")
+    p.add_argument(
+        "--draw-boxes",
+        action="store_true",
+        help="also write the restored photo with what was detected drawn on it "
+        "(<name>_faces_boxes.<ext>): each restored face's aligned square and five landmarks in "
+        "green, faces found but not restored (--only-center-face) in red",
     )
     p.add_argument(
         "--save-crops",
@@ -149,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise GleanError(f"--min-face must be at least 8 pixels, got {args.min_face}")
 
     # earlier results (photos and comparisons), when -o is also an input folder
-    outputs = output_name_pattern(args.suffix, args.ext, ("_compare",))
+    outputs = output_name_pattern(args.suffix, args.ext, ("_compare", "_boxes"))
     jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
     if not jobs:
         for message in input_errors:
@@ -172,11 +183,16 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             batch_size=args.batch_size,
             fast=not args.plain,
+            tile=args.tile,
+            tile_pad=args.tile_pad,
         )
+        background = args.background
+        if restorer.background is not None:
+            background += f": {restorer.background.describe()}"
         print(
             f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "
             f"{restorer.out_size}, crops resized by {restorer.resize}), photos x{args.upscale} "
-            f"(background: {args.background}) on {restorer.upscaler.device}, "
+            f"(background {background}) on {restorer.upscaler.device}, "
             f"{restorer.upscaler.precision}",
             flush=True,
         )
@@ -191,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         comparison=not args.no_comparison,
         save_crops=args.save_crops,
+        boxes=args.draw_boxes,
         debug=args.debug,
     )
     done = f"{report.done} photo(s) done ({counts.faces} face(s) restored"

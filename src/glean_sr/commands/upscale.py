@@ -17,29 +17,41 @@ from pathlib import Path
 from ..errors import GleanError
 from ..inference import FIT_MODES, OUTPUT_EXTENSIONS, RESIZE_METHODS
 from ..presets import DEMO_HELP, DEMO_MODEL
-from .options import add_device_options, positive_int
+from .options import add_device_options, add_tile_options, outscale_type, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "upscale",
-        help="restore images (files, folders or globs) with a GLEAN model",
-        description="Restore every image given with a GLEAN model. The model takes exactly "
-        "in_size x in_size pixels: other sizes need --resize, non-square images --fit. Use "
-        "--resize bicubic for the released models (their inputs were made with MATLAB's bicubic).",
+        help="restore images (files, folders or globs) with a GLEAN model or a general upscaler",
+        description="Restore every image given with a GLEAN model, or enlarge it with a general "
+        "upscaler (-m realesrgan_x4plus, realesrgan_x2plus). A GLEAN model takes exactly "
+        "in_size x in_size pixels: other sizes need --resize, non-square images --fit; use "
+        "--resize bicubic for the released models (their inputs were made with MATLAB's "
+        "bicubic). A general upscaler takes any size; --tile bounds its memory on large images.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument(
         "-m",
         "--model",
         default=DEMO_MODEL,
-        help=f"preset name, model directory, weight file, URL, Hugging Face Hub repo "
-        f"(owner/repo[@rev]) or Hub file (hf://owner/repo/file.pth) ({DEMO_HELP})",
+        help=f"preset name (a GLEAN model, or realesrgan_x4plus / realesrgan_x2plus), model "
+        f"directory, weight file (Real-ESRGAN's RRDBNet .pth files too), URL, Hugging Face Hub "
+        f"repo (owner/repo[@rev]) or Hub file (hf://owner/repo/file.pth) ({DEMO_HELP})",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_DIR", help="folder for the restored images"
     )
-    add_device_options(p, batch_size=1, unit="images")
+    add_device_options(p, batch_size=1, unit="images (tiles with --tile)")
+    add_tile_options(p, what="a model that takes any size (realesrgan_*)")
+    p.add_argument(
+        "--outscale",
+        type=outscale_type,
+        default=None,
+        metavar="S",
+        help="final size: S times the input's size (rounded), any number up to 64; the model's "
+        "output is resized to it with Lanczos (Pillow's, a = 3). Default: the model's factor",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
@@ -50,8 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resize",
         choices=RESIZE_METHODS,
         default="error",
-        help="an image of another size than the model's input: refuse it (error, the default), "
-        "MATLAB-compatible bicubic (how the released models' inputs were made), or area average",
+        help="an image of another size than a GLEAN model's input: refuse it (error, the "
+        "default), MATLAB-compatible bicubic (how the released models' inputs were made), or "
+        "area average",
     )
     p.add_argument(
         "--fit",
@@ -60,7 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a non-square image: keep the centred square (crop) or mirror it out to a square "
         "(pad; the padding is cut off the output again). Default: refuse it",
     )
-    p.add_argument("--suffix", default=None, help="added to each output name (default _x<scale>)")
+    p.add_argument(
+        "--suffix",
+        default=None,
+        help="added to each output name (default _x<scale>, or _x<S> with --outscale)",
+    )
     p.add_argument(
         "--ext", default="png", type=str.lower, choices=OUTPUT_EXTENSIONS, help="output format"
     )
@@ -114,12 +131,16 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         fast=not args.plain,
         compile=args.compile,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        outscale=args.outscale,
     )
-    suffix = args.suffix if args.suffix is not None else f"_x{upscaler.scale}"
+    factor = f"{args.outscale:g}" if args.outscale is not None else upscaler.scale
+    suffix = args.suffix if args.suffix is not None else f"_x{factor}"
     plan_outputs(jobs, out_dir, suffix, args.ext)
     print(
-        f"{len(jobs)} image(s), model {args.model} ({upscaler.in_size} -> {upscaler.out_size}, "
-        f"x{upscaler.scale}) on {upscaler.device}, {upscaler.precision}",
+        f"{len(jobs)} image(s), model {args.model} ({upscaler.describe()}) on {upscaler.device}, "
+        f"{upscaler.precision}",
         flush=True,
     )
     for note in upscaler.notes:

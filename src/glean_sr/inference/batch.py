@@ -68,9 +68,9 @@ def output_name_pattern(
     suffix: str | None, ext: str, extras: tuple[str, ...] = ()
 ) -> re.Pattern[str]:
     """File names a run writes: ``<stem><suffix><extra>.<ext>`` for ``extra`` in ``("",
-    *extras)``; an unknown suffix (``None``: the model's factor decides it) is ``_x<digits>``,
-    upscale's default."""
-    mark = re.escape(suffix) if suffix is not None else r"_x\d+"
+    *extras)``; an unknown suffix (``None``: the model's factor or ``--outscale`` decides it) is
+    ``_x<number>``, upscale's default."""
+    mark = re.escape(suffix) if suffix is not None else r"_x\d+(?:\.\d+)?"
     tails = "|".join(re.escape(e) for e in ("", *extras))
     return re.compile(rf".+{mark}(?:{tails})\.{re.escape(ext)}", re.IGNORECASE)
 
@@ -88,7 +88,7 @@ def collect_inputs(
     files (:func:`glean_sr.io.is_image_file`: hidden files are skipped), and nothing inside
     ``out_dir``, so earlier results in an output folder under an input folder are not restored
     again. When the output folder *is* an input folder, its files are inputs except those whose
-    names match ``outputs`` (:func:`output_name_pattern`), the results of earlier runs.
+    names match ``outputs`` (:func:`output_name_pattern`), results already written there.
     ``recursive`` searches sub-folders (and ``**`` in globs); a folder's jobs keep their
     sub-folder, which the outputs mirror. Links that cannot be followed (dangling, or a loop)
     get a line each.
@@ -266,12 +266,16 @@ def upscale_files(
     debug: bool = False,
 ) -> None:
     """Restore every planned job with ``upscaler`` (``upscaler.batch_size`` images per forward
-    pass) and write the results; one line per job through ``report``.
+    pass; one image at a time for a model that takes any size) and write the results; one line
+    per job through ``report``.
 
     ``debug`` re-raises unexpected exceptions instead of reporting them as internal errors.
     The report is closed at the end.
     """
     pending: list = []
+    # a model that takes any size runs one image at a time (batch_size counts its tiles), so
+    # only one photo and its result are held at once
+    images_per_batch = 1 if getattr(upscaler, "any_size", False) else upscaler.batch_size
 
     def flush() -> None:
         if not pending:
@@ -306,7 +310,7 @@ def upscale_files(
             if prep is None:
                 continue
             pending.append((job, prep))
-            if len(pending) >= upscaler.batch_size:
+            if len(pending) >= images_per_batch:
                 flush()
         flush()
     finally:
@@ -328,6 +332,7 @@ def _restore_photo(
     overwrite: bool,
     comparison: bool,
     save_crops: bool,
+    boxes: bool = False,
 ) -> tuple[Any, Any, list[str], list[str]]:
     """Read, restore and write one photo: ``(photo, result, writer notes, what was written)``."""
     photo = read_image(job.path, max_pixels=max_pixels)
@@ -339,6 +344,10 @@ def _restore_photo(
         compare = stem.with_name(stem.name + "_compare").with_suffix(job.output.suffix)
         write_image(result.comparison(), compare, overwrite=overwrite)
         written.append(str(compare))
+    if boxes:
+        drawn = stem.with_name(stem.name + "_boxes").with_suffix(job.output.suffix)
+        write_image(result.boxes(), drawn, overwrite=overwrite)
+        written.append(str(drawn))
     if save_crops and result.record.faces:
         folder = stem.with_name(stem.name + "_crops")
         result.save_crops(folder, overwrite=overwrite)
@@ -356,12 +365,14 @@ def restore_photos(
     max_pixels: int | None = None,
     comparison: bool = True,
     save_crops: bool = False,
+    boxes: bool = False,
     debug: bool = False,
 ) -> PhotoCounts:
     """Restore the faces of every planned photo with ``restorer`` (a
     :class:`~glean_sr.inference.faces.FaceRestorer`) and write, per photo, the result, with
-    ``comparison`` the side-by-side ``<output stem>_compare.<ext>``, and with ``save_crops`` each
-    face as the model saw it and as it came back in ``<output stem>_crops/``.
+    ``comparison`` the side-by-side ``<output stem>_compare.<ext>``, with ``boxes`` the restored
+    photo with what was detected drawn on it (``<output stem>_boxes.<ext>``), and with
+    ``save_crops`` each face as the model saw it and as it came back in ``<output stem>_crops/``.
 
     ``restorer`` may be ``None`` when no job is to be run (every output exists). ``debug``
     re-raises unexpected exceptions instead of reporting them as internal errors. The report
@@ -374,7 +385,7 @@ def restore_photos(
             if _skipped(job, overwrite, report):
                 continue
             work = partial(
-                _restore_photo, restorer, job, max_pixels, overwrite, comparison, save_crops
+                _restore_photo, restorer, job, max_pixels, overwrite, comparison, save_crops, boxes
             )
             done = _guarded(job, report, debug, work)
             if done is None:

@@ -13,8 +13,11 @@ goes through
    bicubic for either (area "enlarging" only repeats pixels);
 3. ``restore``: the crops go through the model (:class:`~glean_sr.inference.upscaler.Upscaler`'s
    device and precision handling), ``batch_size`` at a time;
-4. ``upscale_background``: the photo enlarged ``upscale`` times, MATLAB bicubic by default or
-   with a glean-sr model whose input is exactly the photo (no tiling);
+4. ``upscale_background``: the photo enlarged ``upscale`` times, MATLAB bicubic by default, or
+   with a general upscaler that takes any size (Real-ESRGAN's RRDBNet, e.g.
+   ``realesrgan_x2plus``), in tiles with ``tile``, its result resized with Lanczos to
+   ``upscale`` times the photo where its own factor differs; or with a glean-sr model of a
+   fixed input size that enlarges exactly ``upscale`` times, if the photo is that size;
 5. ``paste_back``: each restored face is resized (antialiased) to its size in the output and
    warped back by the inverse similarity into the enlarged photo, blended with a feathered mask
    (:func:`~.align.paste_face`): where the mask is 0 the output is the background, where it is 1
@@ -22,8 +25,9 @@ goes through
    another is on top.
 
 Grayscale photos go through the RGB model as three equal channels and come back as BT.601 luma;
-an alpha channel is enlarged with MATLAB bicubic and reattached; nothing is done to the colour
-profile or bit depth of the photo, which the output keeps.
+an alpha channel is enlarged with the background (MATLAB bicubic, or Lanczos behind a general
+upscaler) and reattached; nothing is done to the colour profile or bit depth of the photo, which
+the output keeps. :meth:`FaceRestoreResult.boxes` draws what was found and restored.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ from ...errors import ConfigError, ImageError
 from ...io import (
     ImageData,
     as_image_data,
+    from_pil,
     image_like,
     pixels_to_tensor,
     round_to_8bit,
     tensor_to_pixels,
+    to_pil,
     write_image,
 )
 from .. import ALIGNMENTS, FACE_RESIZES
@@ -125,6 +131,7 @@ class FaceRestoreRecord:
         upscale: the enlargement of the whole photo.
         faces: one record per face restored (empty if none was found).
         found: how many faces the detector found (``only_center_face`` restores one of them).
+        detected: every face the detector found, restored or not.
         background: how the photo was enlarged (``"bicubic"`` or the model's description).
         steps: one human-readable line per step, starting with what reading the file did.
     """
@@ -135,6 +142,7 @@ class FaceRestoreRecord:
     upscale: int = 1
     faces: list[FaceRecord] = field(default_factory=list)
     found: int = 0
+    detected: list[DetectedFace] = field(default_factory=list)
     background: str = "bicubic"
     steps: list[str] = field(default_factory=list)
 
@@ -168,6 +176,36 @@ class FaceRestoreResult:
             notes=(),
         )
 
+    def boxes(self) -> ImageData:
+        """The restored photo with what was detected drawn on it, a debug picture: each
+        restored face's aligned square (green, numbered as in the record) with its five
+        landmarks (eyes, nose, mouth corners), and the detector's box of each face found but
+        not restored (red; ``only_center_face``). Alpha is dropped; 8 bits."""
+        from PIL import ImageDraw
+
+        scale = self.record.upscale
+        image = to_pil(self.data.replace(alpha=None, mode="", bit_depth=8, notes=())).convert("RGB")
+        draw = ImageDraw.Draw(image)
+        width = max(1, round(min(image.size) / 300))
+
+        def photo_to_output(xy: np.ndarray) -> list[tuple[float, float]]:
+            return [tuple(p) for p in (np.asarray(xy, np.float64) + 0.5) * scale - 0.5]
+
+        restored = {id(f.detection) for f in self.record.faces}
+        for face in self.record.detected:
+            if id(face) not in restored:
+                (left, top), (right, bottom) = photo_to_output(np.reshape(face.box, (2, 2)))
+                draw.rectangle([left, top, right, bottom], outline=(255, 0, 0), width=width)
+        for face in self.record.faces:
+            corners = photo_to_output(face.alignment.corners())
+            draw.polygon(corners, outline=(0, 255, 0), width=width)
+            for x, y in photo_to_output(face.detection.points5):
+                r = 2 * width
+                draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 255, 0), width=width)
+            x, y = corners[0]
+            draw.text((x + 2 * width, y + 2 * width), str(face.index), fill=(0, 255, 0))
+        return from_pil(image).replace(icc_profile=self.data.icc_profile, source=self.data.source)
+
     def save_crops(self, folder: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
         """Write each face as the model saw it and as it came back, as PNGs in ``folder``
         (created): ``face01_input.png``, ``face01_restored.png``, ... Returns the files."""
@@ -191,9 +229,13 @@ class FaceRestorer:
             ``img_channels``).
         upscale: how many times the whole photo is enlarged (integer, 1 to 16).
         background: ``"bicubic"`` (MATLAB bicubic), or a model (``nn.Module`` or
-            :class:`Upscaler`) that enlarges exactly ``upscale`` times; it is run on the whole
-            photo without tiles, so only a photo of exactly its ``in_size`` fits. The face models
-            are not general SR models: they turn anything into a face.
+            :class:`Upscaler`): a general upscaler that takes any size (RRDBNet), whose result
+            is resized with Lanczos to ``upscale`` times the photo when its factor differs; or
+            a model of a fixed input size that enlarges exactly ``upscale`` times, which fits
+            only a photo of exactly its ``in_size``. The face models are not general SR
+            models: they turn anything into a face.
+        tile, tile_pad: run a background model that takes any size in tiles (see
+            :class:`Upscaler`); ``tile=None`` runs the whole photo at once.
         detector: a :class:`~.detect.DlibFaceDetector` (built with its defaults if ``None``).
         resize: how a crop larger than ``in_size`` is shrunk to it: ``"area"``, ``"bicubic"``
             (MATLAB), or ``"auto"``: area for the blind model's architecture, else bicubic.
@@ -220,6 +262,8 @@ class FaceRestorer:
         precision: str = "fp32",
         batch_size: int = 4,
         fast: bool = True,
+        tile: int | None = None,
+        tile_pad: int = 10,
     ):
         if not isinstance(upscale, int) or isinstance(upscale, bool) or not 1 <= upscale <= 16:
             raise ConfigError(f"upscale must be an integer from 1 to 16, got {upscale!r}")
@@ -234,15 +278,31 @@ class FaceRestorer:
         self.upscaler = Upscaler(
             model, device=device, precision=precision, batch_size=batch_size, fast=fast
         )
+        if self.upscaler.any_size:
+            raise ConfigError(
+                f"the face model must take aligned faces of a fixed size (a GLEAN face model); "
+                f"{type(model).__name__} is a general upscaler: pass it as the background"
+            )
         self.upscale = upscale
         self.resize = default_face_resize(model) if resize == "auto" else resize
         self.alignment = alignment
         self.only_center_face = bool(only_center_face)
         self.feather = float(feather)
-        self.background = self._background_upscaler(background, device, precision, fast)
+        self.background = self._background_upscaler(
+            background, device, precision, fast, tile, tile_pad
+        )
         self.detector = detector if detector is not None else DlibFaceDetector()
 
-    def _background_upscaler(self, background, device, precision, fast) -> Upscaler | None:
+    def _background_upscaler(
+        self, background, device, precision, fast, tile, tile_pad
+    ) -> Upscaler | None:
+        takes_any_size = isinstance(background, nn.Module) and not hasattr(background, "in_size")
+        if tile is not None and not (takes_any_size or isinstance(background, Upscaler)):
+            raise ConfigError(
+                "--tile (tile=) applies to a background upscaler that takes any size "
+                "(realesrgan_x2plus, realesrgan_x4plus), not to the bicubic background or a "
+                "model of a fixed input size"
+            )
         if isinstance(background, str):
             if background != "bicubic":
                 raise ConfigError(
@@ -253,12 +313,30 @@ class FaceRestorer:
         if isinstance(background, Upscaler):
             bg = background
         elif isinstance(background, nn.Module):
-            bg = Upscaler(background, device=device, precision=precision, fast=fast)
+            # an upscaler of another factor is resized (Lanczos) to the photo's enlargement
+            other = takes_any_size and background.scale != self.upscale
+            bg = Upscaler(
+                background,
+                device=device,
+                precision=precision,
+                fast=fast,
+                tile=tile,
+                tile_pad=tile_pad,
+                outscale=self.upscale if other else None,
+            )
         else:
             raise ConfigError(
                 f"background must be 'bicubic', a model or an Upscaler, got "
                 f"{type(background).__name__}"
             )
+        if bg.any_size:
+            if self.upscale not in (bg.scale, bg.outscale):
+                raise ConfigError(
+                    f"the background upscaler enlarges x{bg.scale}"
+                    + (f" then to x{bg.outscale:g}" if bg.outscale is not None else "")
+                    + f", not x{self.upscale}; give it outscale={self.upscale}"
+                )
+            return bg
         if bg.scale != self.upscale or bg.out_size != bg.in_size * self.upscale:
             raise ConfigError(
                 f"the background model enlarges {bg.in_size} -> {bg.out_size} (x{bg.scale}), "
@@ -380,6 +458,11 @@ class FaceRestorer:
             )
             return out, f"background x{u} (MATLAB bicubic)"
         bg = self.background
+        if bg.any_size:
+            result = bg(image)
+            tiles = result.record.tiles
+            how = f"; {tiles[0] * tiles[1]} tiles" if tiles else ""
+            return result.data, f"background x{self.upscale} ({bg.describe()}{how})"
         if (image.height, image.width) != (bg.in_size, bg.in_size):
             raise ImageError(
                 f"{image.label}: the background model takes exactly {bg.in_size}x{bg.in_size} "
@@ -387,8 +470,7 @@ class FaceRestorer:
                 f"{image.width}x{image.height}; use the bicubic background (--background bicubic)"
             )
         result = bg(image)
-        name = type(bg.model).__name__
-        return result.data, f"background x{bg.scale} ({name} {bg.in_size} -> {bg.out_size})"
+        return result.data, f"background x{bg.scale} ({bg.describe()})"
 
     def paste_back(self, background: ImageData, faces: list[FaceRecord]) -> ImageData:
         """Blend each restored face into the enlarged photo (smallest first); sets each face's
@@ -425,6 +507,7 @@ class FaceRestorer:
         background, how = self.upscale_background(data)
         found, notes = self.detect(data)
         record.found = len(found)
+        record.detected = list(found)
         record.steps.extend(notes)
         faces = self.select(data, found)
         record.steps.append(_found_line(len(found), len(faces)))
