@@ -564,6 +564,9 @@ def from_array(array: np.ndarray, *, bit_depth: int | None = None) -> ImageData:
 # converting back
 
 
+_QUANTIZE_BLOCK = 1 << 22
+
+
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Float samples to uint8 (``bit_depth=8``) or uint16 (``16``): the one conversion from
     float pixels to integer samples in glean-sr.
@@ -580,7 +583,17 @@ def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     top, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
-    return np.rint(np.clip(values, 0, 1) * top).astype(dtype)
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    out = np.empty(values.shape, dtype)
+    # in blocks of 4 Mi samples: a whole float temporary of a large photo would cost gigabytes
+    flat, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, flat.size, _QUANTIZE_BLOCK):
+        block = np.clip(flat[start : start + _QUANTIZE_BLOCK], 0, 1)
+        block *= top
+        flat_out[start : start + _QUANTIZE_BLOCK] = np.rint(block, out=block)
+    return out
 
 
 def round_to_8bit(values: np.ndarray) -> np.ndarray:
