@@ -40,3 +40,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_interrupted_writes(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` killed midway left next to it
+    (``.NAME.*.tmp`` of :func:`atomic_write_bytes`, ``NAME.*.tmp`` of training checkpoints);
+    called when a command starts writing that target again. Returns what it removed."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for pattern in (f"{target.name}.*.tmp", f".{target.name}.*.tmp"):
+        for stale in target.parent.glob(pattern):
+            try:
+                stale.unlink()
+            except FileNotFoundError:  # another process of the same run got there first
+                continue
+            removed.append(stale)
+    return sorted(removed)

@@ -8,6 +8,7 @@ itself is done by library functions. Errors reach the user as one line, never a 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -70,15 +71,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"glean-sr {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: still one line unless --debug
-        if args.debug:
-            raise
+    except OSError as exc:
+        if args.debug or exc.errno not in _ENVIRONMENT_ERRNOS:
+            if args.debug:
+                raise
+            return _internal_error(args.command, exc)
+        # the machine's state, not a bug: a full disk, a read-only or forbidden folder
+        where = f"{exc.filename}: " if exc.filename else ""
         print(
-            f"glean-sr {args.command}: internal error: {type(exc).__name__}: {exc} "
-            f"(run with --debug for details and please report it)",
+            f"glean-sr {args.command}: error: {where}{exc.strerror}; "
+            f"{_ENVIRONMENT_ERRNOS[exc.errno]}",
             file=sys.stderr,
         )
         return 1
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        return _internal_error(args.command, exc)
+
+
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free some space or write somewhere else (files are written under a "
+    "temporary name and renamed when complete, so finished files are intact)",
+    errno.EDQUOT: "the disk quota is used up; free some space or write somewhere else",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.EACCES: "check its permissions, or choose another file or folder",
+    errno.EPERM: "check its permissions, or choose another file or folder",
+}
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    print(
+        f"glean-sr {command}: internal error: {type(exc).__name__}: {exc} "
+        f"(run with --debug for details and please report it)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

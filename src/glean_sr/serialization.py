@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, remove_interrupted_writes
 from .config import config_to_dict
 
 CONFIG_NAME = "config.json"
@@ -53,6 +53,8 @@ def save_pretrained(
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("save_pretrained needs a glean-sr model (it has no .config)")
+    for name in (WEIGHTS_NAME, CONFIG_NAME):  # what a write killed midway left behind
+        remove_interrupted_writes(out / name)
     meta = {**(metadata or {}), "format": "pt", "glean_sr_version": __version__}
     meta["model_type"] = config.model_type
     sd = model.state_dict()

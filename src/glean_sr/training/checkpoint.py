@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import remove_interrupted_writes
 from ..errors import GleanError
 
 FORMAT = "glean-sr-training-checkpoint"
@@ -91,24 +92,6 @@ def _link_over(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def remove_interrupted_writes(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that writes of ``path`` killed midway left next to it
-    (``last.pt.*.tmp`` of :func:`save_checkpoint`, ``.NAME.*.tmp`` of atomic writes); call it
-    when a command starts on that target. Returns what it removed."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        return []
-    removed = []
-    for pattern in (f"{target.name}.*.tmp", f".{target.name}.*.tmp"):
-        for stale in target.parent.glob(pattern):
-            try:
-                stale.unlink()
-            except FileNotFoundError:  # another process of the same run got there first
-                continue
-            removed.append(stale)
-    return sorted(removed)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, remove_interrupted_writes
 from ..config import (
     GLEANConfig,
     StyleGAN2Config,
@@ -120,6 +120,8 @@ class LoadedBank:
 
         out = check_bank_directory(directory, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS_NAME, CONFIG_NAME, DISC_WEIGHTS_NAME, DISC_CONFIG_NAME):
+            remove_interrupted_writes(out / name)  # what a write killed midway left behind
         meta = {
             "format": "pt",
             "glean_sr_version": __version__,

@@ -100,6 +100,12 @@ def read_weights_file(path: Path) -> Any:
     fmt = sniff_format(path)
     if fmt == "safetensors":
         return read_safetensors(path)
+    if fmt in ("torch-zip", "pickle") and path.suffix.lower() == ".safetensors":
+        # torch.load would hand it to the safetensors reader by its name
+        raise WeightsError(
+            f"{path}: named .safetensors but holds a PyTorch file; rename it to .pth to load it "
+            f"as one (glean-sr convert then writes a real safetensors file)"
+        )
     if fmt in ("torch-zip", "pickle"):
         return read_torch_file(path)
     raise WeightsError(
