@@ -269,3 +269,19 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
 def test_eval_is_registered_in_cli_help():
     proc = run_cli("eval", "--help")
     assert proc.returncode == 0 and "--gt" in proc.stdout and "--crop-border" in proc.stdout
+
+
+def test_models_from_training_runs_are_named_after_the_run(tmp_path):
+    from glean_sr.evaluation.evaluate import _model_name
+
+    taken: set[str] = set()
+    for run in ("glean_4x", "nobank_4x"):
+        for out in ("final", "best"):
+            (tmp_path / run / out).mkdir(parents=True)
+    names = [
+        _model_name(str(tmp_path / "glean_4x" / "final"), taken),
+        _model_name(str(tmp_path / "nobank_4x" / "final"), taken),
+        _model_name(str(tmp_path / "glean_4x" / "best"), taken),
+        _model_name(str(tmp_path / "glean_4x" / "final"), taken),
+    ]
+    assert names == ["glean_4x", "nobank_4x", "glean_4x-best", "glean_4x-2"]

@@ -216,6 +216,10 @@ class _Model:
     module: Any
 
 
+#: the model folders ``glean-sr train`` writes in a run folder: named after the run
+_RUN_OUTPUTS = ("final", "best")
+
+
 def _model_name(source: Any, taken: set[str]) -> str:
     from ..presets import PRESETS
 
@@ -226,6 +230,8 @@ def _model_name(source: Any, taken: set[str]) -> str:
     else:
         p = Path(str(source))
         base = p.name if p.is_dir() else p.stem
+        if p.is_dir() and base in _RUN_OUTPUTS and p.parent.name:
+            base = p.parent.name if base == "final" else f"{p.parent.name}-{base}"  # runs/x/final
     base = base.replace(",", "_") or "model"
     name, k = base, 2
     while name in taken or name in ("bicubic", "gt", "lq"):
