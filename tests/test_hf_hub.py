@@ -122,7 +122,7 @@ def test_missing_repo_revision_and_file_are_one_line_each(model_repo, tmp_path, 
         assert expected in err and err.count("\n") == 1, (source, err)
 
 
-def test_released_format_file_in_a_repo_loads_and_is_checked_as_a_preset(hub, monkeypatch):
+def test_released_format_file_in_a_repo_loads_and_is_checked_as_a_preset(hub, monkeypatch, capsys):
     model = _model(3)
     buf = io.BytesIO()
     body = {f"generator.{k}": v for k, v in model.state_dict().items()}
@@ -132,6 +132,8 @@ def test_released_format_file_in_a_repo_loads_and_is_checked_as_a_preset(hub, mo
     hub.repo("bob/glean-copies").commit({"released/glean_tiny.pth": data})
     source = "hf://bob/glean-copies/released/glean_tiny.pth"
     assert _same(load_model(source, progress=False), model)
+    assert main(["info", source, "--json"]) == 0  # and through the command line
+    assert json.loads(capsys.readouterr().out)["format"].endswith(f"from {source}")
 
     preset = presets.Preset(
         "glean_tiny", TINY, "test", "tiny", "https://gone.example/glean_tiny.pth", digest[:8]
