@@ -7,14 +7,22 @@ Model repositories hold commits (files by path); refs (branches, tags) name comm
   (``X-Repo-Commit``, ``ETag``, ``Content-Length``); unknown repo, revision or file answer 404
   with the Hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``).
 
+and the writes ``HfApi.create_repo`` and ``HfApi.create_commit`` make (every file "regular", sent
+inline in the commit):
+
+* ``POST /api/repos/create``, ``POST /api/validate-yaml`` (a model card's metadata),
+* ``POST /api/models/{owner}/{repo}/preupload/{revision}``, ``.../commit/{revision}`` (NDJSON).
+
 Every request is recorded in ``requests`` (method, path), so a test can tell that a run made
-none.
+none; the ``Authorization`` headers of writes are kept in ``tokens``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import json
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -41,6 +49,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.tokens: list[str | None] = []
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -52,6 +61,50 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 self._serve(body=True)
+
+            def _json(self, value: object) -> None:
+                data = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                path = urllib.parse.urlsplit(self.path).path
+                hub.requests.append(("POST", path))
+                hub.tokens.append(self.headers.get("Authorization"))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = path.strip("/").split("/")
+                if path == "/api/repos/create":
+                    req = json.loads(body)
+                    repo_id = "/".join(p for p in (req.get("organization"), req["name"]) if p)
+                    hub.repo(repo_id)
+                    return self._json({"url": f"{hub.url}/{repo_id}"})
+                if path == "/api/validate-yaml":
+                    return self._json({"errors": [], "warnings": []})
+                if len(parts) == 6 and parts[:2] == ["api", "models"]:
+                    repo = hub.repos.get(f"{parts[2]}/{parts[3]}")
+                    if repo is None:
+                        return self._error("RepoNotFound")
+                    if parts[4] == "preupload":
+                        files = [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                            for f in json.loads(body)["files"]
+                        ]
+                        return self._json({"files": files})
+                    if parts[4] == "commit":
+                        base = repo.commits.get(repo.refs.get(parts[5], ""), {})
+                        files = dict(base)
+                        for line in body.decode().splitlines():
+                            item = json.loads(line)
+                            if item["key"] == "file":
+                                v = item["value"]
+                                files[v["path"]] = base64.b64decode(v["content"])
+                        sha = repo.commit(files, ref=parts[5])
+                        url = f"{hub.url}/{parts[2]}/{parts[3]}/commit/{sha}"
+                        return self._json({"commitUrl": url, "commitOid": sha})
+                return self._error("RepoNotFound")
 
             def _error(self, code: str) -> None:
                 self.send_response(404)

@@ -295,3 +295,21 @@ def test_cli_honours_hf_endpoint_hf_home_and_offline(model_repo, hub, tmp_path):
         timeout=300,
     )
     assert missing.returncode != 0 and "HF_HUB_OFFLINE is set" in missing.stderr
+
+
+def test_publish_uploads_one_commit_that_loads_back(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    model = _model(8)
+    model.save_pretrained(tmp_path / "m")
+    argv = ["publish", str(tmp_path / "m"), str(tmp_path / "pub"), "--repo", "frank/glean-tiny"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "uploaded to" in out and "frank/glean-tiny" in out
+    assert hub.tokens and all(t == "Bearer hf_test_token" for t in hub.tokens)
+    repo = hub.repos["frank/glean-tiny"]
+    assert len(repo.commits) == 1  # config, weights and card in one commit
+    files = repo.commits[repo.refs["main"]]
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+    assert files["README.md"] == (tmp_path / "pub" / "README.md").read_bytes()
+    assert "frank/glean-tiny" in files["README.md"].decode()  # the card's usage names the repo
+    assert _same(load_model("frank/glean-tiny", progress=False), model)

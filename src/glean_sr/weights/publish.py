@@ -230,11 +230,13 @@ def upload(folder: Path, repo: str, *, private: bool = False) -> str:
             ) from None
     try:
         url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
+        api.create_commit(  # one commit of the three files: they always belong together
             repo_id=repo,
-            folder_path=str(folder),
             repo_type="model",
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME],
+            operations=[
+                hub.CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+                for name in (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME)
+            ],
             commit_message="Upload with glean-sr publish",
         )
     except (OSError, ValueError, hub.errors.HfHubHTTPError) as exc:
