@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import GLEANConfig, LightGLEANConfig, RealESRGANConfig, StyleGAN2Config
+from .config import (
+    GLEANColorizerConfig,
+    GLEANConfig,
+    LightGLEANConfig,
+    RealESRGANConfig,
+    StyleGAN2Config,
+)
 
 _GLEAN_URL = "https://download.openmmlab.com/mmediting/restorers/glean/"
 _BANK_URL = "http://download.openmmlab.com/mmediting/stylegan2/official_weights/"
@@ -144,6 +150,22 @@ for _name, _in, _out, _cat in [
         f"LightGLEAN {_in} -> {_out} (architecture only, no released weights)",
     )
 
+
+#: GLEAN colorizers (TPAMI 2023, Sec. 5.4) around the released 256 px StyleGAN2 banks: L in,
+#: RGB out at 256 x 256. No weights were released: architectures to train (``glean-sr train
+#: glean_colorizer_<category>``) and then to run with ``glean-sr colorize``.
+for _name, _cat in [
+    ("glean_colorizer_cat_256", "cat"),
+    ("glean_colorizer_church_256", "church"),
+    ("glean_colorizer_horse_256", "horse"),
+]:
+    PRESETS[_name] = Preset(
+        _name,
+        GLEANColorizerConfig(out_size=256),
+        _cat,
+        f"GLEAN colorizer 256 px, stylegan2_{_cat}_256 bank (architecture only, no released "
+        f"weights)",
+    )
 
 _REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
 

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..config import GLEANConfig, GLEANNoBankConfig, LightGLEANConfig, RealESRGANConfig
+from ..config import (
+    GLEANColorizerConfig,
+    GLEANConfig,
+    GLEANNoBankConfig,
+    LightGLEANConfig,
+    RealESRGANConfig,
+)
+from .colorizer import GLEANColorizer
 from .glean import GLEAN, GLEANNoBank
 from .light_glean import LightGLEAN
 from .realesrgan import RRDBNet
@@ -19,6 +26,7 @@ MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "glean_nobank": (GLEANNoBankConfig, GLEANNoBank),
     "lightglean": (LightGLEANConfig, LightGLEAN),
     "realesrgan_rrdbnet": (RealESRGANConfig, RRDBNet),
+    "glean_colorizer": (GLEANColorizerConfig, GLEANColorizer),
 }
 
 

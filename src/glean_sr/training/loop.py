@@ -198,18 +198,29 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
 
     # data first: a missing folder should not wait for the networks to be built
     d = recipe.data
-    train_set = SRDataset(
-        gt_dir=d.gt_dir,
-        lq_dir=d.lq_dir,
-        meta_file=d.meta_file,
-        in_size=cfg.in_size,
-        out_size=cfg.out_size,
-        degradation=d.degradation,
-        flip=d.flip,
-        seed=recipe.seed,
-    )
+    if d.degradation == "grayscale":  # a colorizer: the photos' L* in, the photos out
+        from ..data.colorization import ColorizationDataset
+
+        train_set = ColorizationDataset(
+            gt_dir=d.gt_dir, size=cfg.out_size, meta_file=d.meta_file, flip=d.flip, seed=recipe.seed
+        )
+    else:
+        train_set = SRDataset(
+            gt_dir=d.gt_dir,
+            lq_dir=d.lq_dir,
+            meta_file=d.meta_file,
+            in_size=cfg.in_size,
+            out_size=cfg.out_size,
+            degradation=d.degradation,
+            flip=d.flip,
+            seed=recipe.seed,
+        )
     val_set = None
-    if v.gt_dir:
+    if v.gt_dir and d.degradation == "grayscale":
+        val_set = ColorizationDataset(
+            gt_dir=v.gt_dir, size=cfg.out_size, meta_file=v.meta_file, crop="centre"
+        )
+    elif v.gt_dir:
         val_set = SRDataset(
             gt_dir=v.gt_dir,
             lq_dir=v.lq_dir,

@@ -56,13 +56,16 @@ class DataSection:
     * ``lq_dir`` set: paired folders (same file names), as the bicubic recipes ship them.
     * ``lq_dir`` empty: LQ made from GT on the fly, by the MATLAB-compatible bicubic
       (``degradation = "bicubic"``) or the blind-restoration pipeline (``"blind_face"``).
+    * ``degradation = "grayscale"`` (colorizers): ``gt_dir`` is any folder of colour photos,
+      searched recursively (ImageNet's ``train/<wnid>/*.JPEG``), the input is their L* channel
+      (:class:`glean_sr.data.colorization.ColorizationDataset`: random ``out_size`` crops).
     * ``meta_file``: optional list of GT names, one per line (``00001.png (1024,1024,3)``).
     """
 
     gt_dir: str
     lq_dir: str = ""
     meta_file: str = ""
-    degradation: Literal["bicubic", "blind_face"] = "bicubic"
+    degradation: Literal["bicubic", "blind_face", "grayscale"] = "bicubic"
     flip: bool = True
     num_workers: int = 4
 
@@ -218,6 +221,17 @@ def _validate(r: Recipe) -> None:
         _fail("data.gt_dir must name the folder of ground-truth images")
     if r.data.degradation == "blind_face" and r.data.lq_dir:
         _fail("data.degradation = 'blind_face' makes LQ images on the fly; leave data.lq_dir empty")
+    colorizer = r.model.model_type == "glean_colorizer"
+    if colorizer != (r.data.degradation == "grayscale"):
+        _fail(
+            "a colorizer (model type 'glean_colorizer') trains with data.degradation = "
+            f"'grayscale', and only a colorizer does; got model type {r.model.model_type!r} "
+            f"with {r.data.degradation!r}"
+        )
+    if colorizer and (r.data.lq_dir or r.val.lq_dir):
+        _fail(
+            "a colorizer's inputs are the L* of its photos; leave data.lq_dir and val.lq_dir empty"
+        )
     t, o, lo = r.train, r.optim, r.loss
     for key, value, minimum in [
         ("train.batch_size", t.batch_size, 1),
