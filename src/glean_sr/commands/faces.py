@@ -7,7 +7,9 @@ and pasted back), a side-by-side comparison ``<name>_faces_compare.<ext>`` unles
 (``<name>_faces_boxes.<ext>``), and with ``--save-crops`` each face as the model saw it and as it
 came back, in ``<name>_faces_crops/``. Each photo gets one line (a photo without a face says so; its
 enlarged photo is still written); a bad file never stops the others; the exit status is 1 if any
-photo failed. The work is done by :mod:`glean_sr.inference.batch`, as for ``upscale``.
+photo failed. The work is done by :mod:`glean_sr.inference.batch`, as for ``upscale``, and as
+for ``upscale`` torchrun shares the photos out over processes (``torchrun --nproc-per-node N -m
+glean_sr faces ...``; :mod:`glean_sr.inference.sharding`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import GleanError
 from ..inference import ALIGNMENTS, DETECTORS, FACE_RESIZES, OUTPUT_EXTENSIONS
 from ..presets import DEMO_MODEL
 from .options import add_device_options, add_tile_options, positive_int
+
+if TYPE_CHECKING:
+    from ..inference.sharding import Shard
 
 
 def _upscale(text: str) -> int:
@@ -142,6 +148,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.sharding import Shard
+
+    # under torchrun each process restores its part of the photos (inference/sharding.py)
+    with Shard.join(args.device) as shard:
+        return _run(args, shard)
+
+
+def _run(args: argparse.Namespace, shard: Shard) -> int:
     from ..inference.batch import (
         Reporter,
         check_output_options,
@@ -152,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         summary_line,
     )
     from ..inference.faces import DlibFaceDetector, FaceRestorer
+    from ..inference.sharding import add_up, split_jobs
 
     start = time.perf_counter()
     out_dir = Path(args.output)
@@ -159,15 +174,20 @@ def run(args: argparse.Namespace) -> int:
     if args.min_face < 8:
         raise GleanError(f"--min-face must be at least 8 pixels, got {args.min_face}")
 
-    # earlier results (photos and comparisons), when -o is also an input folder
-    outputs = output_name_pattern(args.suffix, args.ext, ("_compare", "_boxes"))
-    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
-    if not jobs:
-        for message in input_errors:
-            print(f"error: {message}", file=sys.stderr)
-        raise GleanError("no input photos found; give image files, folders or glob patterns")
+    def find_inputs():
+        # earlier results (photos and comparisons), when -o is also an input folder
+        outputs = output_name_pattern(args.suffix, args.ext, ("_compare", "_boxes"))
+        jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
+        if not jobs:
+            for message in input_errors:
+                print(f"error: {message}", file=sys.stderr)
+            raise GleanError("no input photos found; give image files, folders or glob patterns")
+        return jobs, input_errors
+
+    jobs, input_errors = shard.from_main(find_inputs)
     plan_outputs(jobs, out_dir, args.suffix, args.ext)
-    todo = [j for j in jobs if not j.problem and (args.overwrite or not j.output.exists())]
+    mine = split_jobs(shard, jobs, overwrite=args.overwrite)
+    todo = [j for j in mine if not j.problem and (args.overwrite or not j.output.exists())]
     restorer = None
     if todo:  # nothing is loaded when every output already exists
         detector = DlibFaceDetector(detector=args.detector, min_face=args.min_face)
@@ -179,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             resize=args.face_resize,
             alignment=args.alignment,
             only_center_face=args.only_center_face,
-            device=args.device,
+            device=shard.device,
             precision=args.precision,
             batch_size=args.batch_size,
             fast=not args.plain,
@@ -189,18 +209,19 @@ def run(args: argparse.Namespace) -> int:
         background = args.background
         if restorer.background is not None:
             background += f": {restorer.background.describe()}"
-        print(
-            f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "
-            f"{restorer.out_size}, crops resized by {restorer.resize}), photos x{args.upscale} "
-            f"(background {background}) on {restorer.upscaler.device}, "
-            f"{restorer.upscaler.precision}",
-            flush=True,
-        )
+        if shard.is_main:
+            print(
+                f"{len(jobs)} photo(s), face model {args.model} ({restorer.in_size} -> "
+                f"{restorer.out_size}, crops resized by {restorer.resize}), photos "
+                f"x{args.upscale} (background {background}) on "
+                f"{shard.where(restorer.upscaler.device)}, {restorer.upscaler.precision}",
+                flush=True,
+            )
 
-    report = Reporter(len(jobs), input_errors)
+    report = Reporter(len(mine), input_errors if shard.is_main else [], progress=shard.is_main)
     counts = restore_photos(
         restorer,
-        jobs,
+        mine,
         out_dir,
         report,
         overwrite=args.overwrite,
@@ -210,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
         boxes=args.draw_boxes,
         debug=args.debug,
     )
+    add_up(shard, report)
+    counts.faces, counts.without_faces = shard.sum(counts.faces, counts.without_faces)
+    if not shard.is_main:
+        return 0
     done = f"{report.done} photo(s) done ({counts.faces} face(s) restored"
     done += f", {counts.without_faces} photo(s) without a face)" if counts.without_faces else ")"
     total = len(jobs) + len(input_errors)

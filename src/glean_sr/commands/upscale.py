@@ -4,7 +4,10 @@ INPUT is a file, a folder (its image files; ``--recursive`` for sub-folders, who
 outputs mirror) or a glob pattern. Each image gets one line: what was done to it and where the
 result went, or what is wrong with it; a bad file never stops the others. The exit status is 1 if
 any input failed. An existing output is kept unless ``--overwrite``; an input is never written
-over. The work is done by :mod:`glean_sr.inference.batch`.
+over. The work is done by :mod:`glean_sr.inference.batch`. Started by ``torchrun
+--nproc-per-node N -m glean_sr upscale ...``, the processes share out the inputs, one device
+each, and a rerun after a process died restores only what is missing
+(:mod:`glean_sr.inference.sharding`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import GleanError
 from ..inference import FIT_MODES, OUTPUT_EXTENSIONS, RESIZE_METHODS
 from ..presets import DEMO_HELP, DEMO_MODEL
 from .options import add_device_options, add_tile_options, outscale_type, positive_int
+
+if TYPE_CHECKING:
+    from ..inference.sharding import Shard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,6 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.sharding import Shard
+
+    # under torchrun each process restores its part of the inputs (inference/sharding.py)
+    with Shard.join(args.device) as shard:
+        return _run(args, shard)
+
+
+def _run(args: argparse.Namespace, shard: Shard) -> int:
     from ..inference.batch import (
         Reporter,
         check_output_options,
@@ -110,21 +125,26 @@ def run(args: argparse.Namespace) -> int:
         summary_line,
         upscale_files,
     )
+    from ..inference.sharding import add_up, split_jobs
     from ..inference.upscaler import Upscaler
 
     start = time.perf_counter()
     out_dir = Path(args.output)
     check_output_options(out_dir, args.suffix)
 
-    outputs = output_name_pattern(args.suffix, args.ext)  # earlier results, when -o is an input
-    jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
-    if not jobs:
-        for message in input_errors:
-            print(f"error: {message}", file=sys.stderr)
-        raise GleanError("no input images found; give image files, folders or glob patterns")
+    def find_inputs():
+        outputs = output_name_pattern(args.suffix, args.ext)  # earlier results, when -o is an input
+        jobs, input_errors = collect_inputs(args.inputs, args.recursive, out_dir, outputs)
+        if not jobs:
+            for message in input_errors:
+                print(f"error: {message}", file=sys.stderr)
+            raise GleanError("no input images found; give image files, folders or glob patterns")
+        return jobs, input_errors
+
+    jobs, input_errors = shard.from_main(find_inputs)
     upscaler = Upscaler.from_pretrained(
         args.model,
-        device=args.device,
+        device=shard.device,
         precision=args.precision,
         resize=args.resize,
         fit=args.fit,
@@ -138,24 +158,29 @@ def run(args: argparse.Namespace) -> int:
     factor = f"{args.outscale:g}" if args.outscale is not None else upscaler.scale
     suffix = args.suffix if args.suffix is not None else f"_x{factor}"
     plan_outputs(jobs, out_dir, suffix, args.ext)
-    print(
-        f"{len(jobs)} image(s), model {args.model} ({upscaler.describe()}) on {upscaler.device}, "
-        f"{upscaler.precision}",
-        flush=True,
-    )
-    for note in upscaler.notes:
-        print(f"note: {note}", flush=True)
+    mine = split_jobs(shard, jobs, overwrite=args.overwrite)
+    if shard.is_main:
+        print(
+            f"{len(jobs)} image(s), model {args.model} ({upscaler.describe()}) on "
+            f"{shard.where(upscaler.device)}, {upscaler.precision}",
+            flush=True,
+        )
+        for note in upscaler.notes:
+            print(f"note: {note}", flush=True)
 
-    report = Reporter(len(jobs), input_errors)
+    report = Reporter(len(mine), input_errors if shard.is_main else [], progress=shard.is_main)
     upscale_files(
         upscaler,
-        jobs,
+        mine,
         out_dir,
         report,
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
         debug=args.debug,
     )
+    add_up(shard, report)
+    if not shard.is_main:
+        return 0
     total = len(jobs) + len(input_errors)
     print(summary_line(report, total, time.perf_counter() - start, out_dir))
     return 1 if report.failed else 0

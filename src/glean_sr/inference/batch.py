@@ -178,10 +178,12 @@ class Reporter:
     """Per-file lines above a progress bar (stdout; errors on stderr), and the counts for the
     summary."""
 
-    def __init__(self, total: int, input_errors: list[str] = ()):
+    def __init__(self, total: int, input_errors: list[str] = (), *, progress: bool = True):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="img", disable=None, file=sys.stderr, leave=False)
+        # disable=None: a bar only on a terminal; progress=False: none (torchrun's other ranks)
+        disable = None if progress else True
+        self.bar = tqdm(total=total, unit="img", disable=disable, file=sys.stderr, leave=False)
         self.done = self.failed = self.skipped = 0
         for message in input_errors:  # counted, but not files the bar goes through
             self.failed += 1
@@ -317,6 +319,42 @@ def upscale_files(
         report.close()
 
 
+def convert_files(
+    convert: Callable[[Any], tuple[Any, list[str]]],
+    jobs: list[Job],
+    out_dir: Path,
+    report: Reporter,
+    *,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
+    debug: bool = False,
+) -> None:
+    """Read, convert and write every planned job, one at a time: ``convert(image)`` takes the
+    read :class:`~glean_sr.io.ImageData` and returns ``(result, steps)``, the steps being what
+    was done in words (``glean-sr colorize`` and ``retouch``). One line per job through
+    ``report``; a bad file is its line and the others go on. The report is closed at the end.
+    """
+
+    def work(job: Job) -> tuple[Any, list[str], list[str]]:
+        image = read_image(job.path, max_pixels=max_pixels)
+        result, steps = convert(image)
+        return image, steps, _write(result, job.output, overwrite)
+
+    try:
+        _make_folder(out_dir)
+        for job in jobs:
+            if _skipped(job, overwrite, report):
+                continue
+            done = _guarded(job, report, debug, partial(work, job))
+            if done is not None:
+                image, steps, notes = done
+                report.ok(
+                    f"{job.path}: {'; '.join([image.describe(), *steps, *notes])} -> {job.output}"
+                )
+    finally:
+        report.close()
+
+
 @dataclass
 class PhotoCounts:
     """Faces restored over all photos, and photos in which none was found."""
@@ -334,24 +372,28 @@ def _restore_photo(
     save_crops: bool,
     boxes: bool = False,
 ) -> tuple[Any, Any, list[str], list[str]]:
-    """Read, restore and write one photo: ``(photo, result, writer notes, what was written)``."""
+    """Read, restore and write one photo: ``(photo, result, writer notes, what was written)``.
+
+    The restored photo is written last: a run killed midway leaves it absent, so the rerun
+    (which skips existing outputs) makes the photo's comparison, boxes and crops again; those
+    left by the killed run are replaced."""
     photo = read_image(job.path, max_pixels=max_pixels)
     result = restorer(photo)
-    notes = _write(result.data, job.output, overwrite)
     written = [str(job.output)]
     stem = job.output.with_suffix("")
     if comparison:
         compare = stem.with_name(stem.name + "_compare").with_suffix(job.output.suffix)
-        write_image(result.comparison(), compare, overwrite=overwrite)
+        _write(result.comparison(), compare, overwrite=True)
         written.append(str(compare))
     if boxes:
         drawn = stem.with_name(stem.name + "_boxes").with_suffix(job.output.suffix)
-        write_image(result.boxes(), drawn, overwrite=overwrite)
+        _write(result.boxes(), drawn, overwrite=True)
         written.append(str(drawn))
     if save_crops and result.record.faces:
         folder = stem.with_name(stem.name + "_crops")
-        result.save_crops(folder, overwrite=overwrite)
+        result.save_crops(folder, overwrite=True)
         written.append(f"{folder}/ ({len(result.record.faces)} face(s))")
+    notes = _write(result.data, job.output, overwrite)
     return photo, result, notes, written
 
 
@@ -419,6 +461,7 @@ __all__ = [
     "Reporter",
     "check_output_options",
     "collect_inputs",
+    "convert_files",
     "output_name_pattern",
     "plan_outputs",
     "printable",
