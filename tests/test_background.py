@@ -454,3 +454,10 @@ def test_faces_command_background_and_boxes(tiny_model_dir, rrdb_sources, tmp_pa
     assert green.sum() > 200 and (changed & ~green).sum() < changed.sum() / 2
     ys, xs = np.nonzero(changed)  # the face square of the astronaut: upper middle
     assert 100 < xs.mean() < 300 and ys.mean() < 250
+
+
+def test_info_describes_a_model_that_takes_any_size(capsys):
+    assert main(["info", "realesrgan_x2plus"]) == 0
+    out = capsys.readouterr().out
+    assert "realesrgan_rrdbnet x2, any size (MACs at 64 x 64 px in)" in out
+    assert "total 16.70 M" in out and "RealESRGAN_x2plus.pth" in out

@@ -22,9 +22,9 @@ The layout, along each axis (input pixels; ``T`` = ``tile``, ``P`` = ``tile_pad`
 Where the model's receptive field is at most ``P - B`` input pixels, every tile computes exactly
 what the untiled model computes over the region it contributes to, and the blend of equal values
 is that value: the tiled output equals the untiled one up to float rounding (tested to 1e-4 for
-RRDBNet). Real-ESRGAN's receptive field is far larger (23 RRDBs: about 350 pixels) but its
-effective reach is a few pixels, so the usual ``P = 10`` leaves differences well below one 8-bit
-level, and the cross-fade hides what remains.
+RRDBNet). Real-ESRGAN's receptive field is far larger (23 RRDBs: about 350 pixels) than the
+usual ``P = 10``, so its tiles differ slightly near their boundaries; the cross-fade blends that
+difference in gradually instead of leaving a step.
 
 Models whose input must be a multiple of ``m`` (pixel-unshuffle: x2 needs 2, x1 needs 4) get
 the photo mirrored out at the bottom and right to a multiple of ``m``, tiles and windows on
