@@ -677,6 +677,346 @@ class RealESRGANConfig:
         return trunk + 3 * _conv_params(ch, ch) + _conv_params(ch, img)
 
 
+# -- BigGAN latent banks (TPAMI 2023, Sec. 5.3) --------------------------------------------------
+
+#: BigGAN-PyTorch's ``G_arch``: per output resolution, the width multipliers (of ``ch``) of the
+#: residual blocks' inputs and outputs; block ``b`` up-samples to ``8 * 2 ** b``.
+BIGGAN_ARCH: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    32: ((4, 4, 4), (4, 4, 4)),
+    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+    512: ((16, 16, 8, 8, 4, 2, 1), (16, 8, 8, 4, 2, 1, 1)),
+}
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _check_eps(name: str, value: Any) -> None:
+    _check_positive_float(name, value)
+    if value >= 1:
+        raise ConfigError(f"{name} must be in (0, 1), got {value!r}")
+
+
+def _biggan_fields_check(config: Any, resolution: int) -> None:
+    """The checks of BigGAN-PyTorch's generator fields (shared by the bank and GLEAN-BigGAN)."""
+    if resolution not in BIGGAN_ARCH:
+        raise ConfigError(
+            f"a BigGAN-PyTorch generator's resolution is one of {sorted(BIGGAN_ARCH)}, "
+            f"got {resolution!r}"
+        )
+    _check_int("ch", config.ch, maximum=MAX_CHANNELS // 16)
+    _check_int("dim_z", config.dim_z, maximum=MAX_CHANNELS)
+    _check_int("shared_dim", config.shared_dim, maximum=MAX_CHANNELS)
+    _check_flag("hier", config.hier)
+    _check_int("num_classes", config.num_classes, maximum=100_000)
+    _check_int("num_svs", config.num_svs, maximum=MAX_BLOCKS)
+    _check_int("num_itrs", config.num_itrs, maximum=MAX_BLOCKS)
+    _check_eps("bn_eps", config.bn_eps)
+    _check_eps("sn_eps", config.sn_eps)
+    try:
+        attention = tuple(sorted(int(r) for r in config.attention))
+    except (TypeError, ValueError):
+        raise ConfigError(f"attention must list resolutions, got {config.attention!r}") from None
+    object.__setattr__(config, "attention", attention)
+    allowed = [8 * 2**b for b in range(len(BIGGAN_ARCH[resolution][0]))]
+    if any(r not in allowed for r in attention) or len(set(attention)) != len(attention):
+        raise ConfigError(f"attention resolutions must be among {allowed}, got {list(attention)}")
+    slots = len(allowed) + 1
+    if config.hier and config.dim_z % slots:
+        raise ConfigError(
+            f"a hierarchical z is split into {slots} equal chunks: dim_z must be a multiple of "
+            f"{slots}, got {config.dim_z}"
+        )
+
+
+@dataclass(frozen=True)
+class BigGANConfig:
+    """BigGAN-PyTorch's generator (Brock et al., ICLR 2019; ``BigGAN.py``) as a latent bank.
+
+    The fields are its constructor's: ``ch`` is ``G_ch``, ``attention`` the resolutions of
+    ``G_attn``, ``num_svs`` / ``num_itrs`` are ``num_G_SVs`` / ``num_G_SV_itrs``, ``bn_eps`` /
+    ``sn_eps`` are ``BN_eps`` / ``SN_eps``. With ``hier`` the latent ``z`` (``dim_z``, a multiple
+    of the number of blocks + 1) is split into equal chunks: the first feeds the linear layer,
+    each block takes one beside the shared class embedding (``shared_dim``). The two epsilons
+    are not stored in a ``G.pth``; the defaults are those of its ImageNet launch scripts.
+    """
+
+    model_type: ClassVar[str] = "biggan"
+
+    resolution: int
+    ch: int = 96
+    dim_z: int = 120
+    shared_dim: int = 128
+    hier: bool = True
+    num_classes: int = 1000
+    attention: tuple[int, ...] = (64,)
+    num_svs: int = 1
+    num_itrs: int = 1
+    bn_eps: float = 1e-5
+    sn_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _biggan_fields_check(self, self.resolution)
+        _check_parameter_budget(self)
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Output resolutions of the residual blocks: 8, 16, ..., resolution."""
+        return [8 * 2**b for b in range(len(BIGGAN_ARCH[self.resolution][0]))]
+
+    @property
+    def channels(self) -> dict[int, int]:
+        """Feature width per resolution: at 4 the linear layer's output, at ``res`` the output
+        of the block that up-samples to ``res``."""
+        ins, outs = BIGGAN_ARCH[self.resolution]
+        blocks = zip(self.resolutions, outs, strict=True)
+        return {4: self.ch * ins[0], **{res: self.ch * m for res, m in blocks}}
+
+    @property
+    def num_slots(self) -> int:
+        """How many chunks ``z`` is split into (1 without ``hier``)."""
+        return len(self.resolutions) + 1 if self.hier else 1
+
+    @property
+    def z_chunk(self) -> int:
+        return self.dim_z // self.num_slots
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the vector each block's class-conditional batch norms take."""
+        return self.shared_dim + (self.z_chunk if self.hier else 0)
+
+    @property
+    def condition_sizes(self) -> list[int]:
+        """Sizes of the conditioning vectors, in order: the linear layer's input, then one per
+        block (``resolutions``)."""
+        return [self.z_chunk] + [self.cond_dim] * len(self.resolutions)
+
+    def parameter_count(self) -> int:
+        ch, cond = self.channels, self.cond_dim
+        count = self.num_classes * self.shared_dim + self.z_chunk * 16 * ch[4] + 16 * ch[4]
+        for res in self.resolutions:
+            c_in, c_out = ch[res // 2], ch[res]
+            count += _conv_params(c_in, c_out) + _conv_params(c_out, c_out)
+            count += _conv_params(c_in, c_out, 1) + 2 * cond * (c_in + c_out)
+            if res in self.attention:
+                count += c_out * c_out * 5 // 4 + 1  # theta, phi (C/8), g (C/2), o, gamma
+        last = ch[self.resolution]
+        return count + 2 * last + _conv_params(last, 3)
+
+
+#: pytorch-pretrained-biggan's layer tables (up-sample, in and out width multipliers) of the
+#: released BigGAN-deep 128 / 256 / 512: a non-up-sampling and an up-sampling block per stage.
+BIGGAN_DEEP_LAYERS: dict[int, tuple[tuple[bool, int, int], ...]] = {
+    res: tuple((up, m_in, m_out if up else m_in) for m_in, m_out in pairs for up in (False, True))
+    for res, pairs in {
+        128: ((16, 16), (16, 8), (8, 4), (4, 2), (2, 1)),
+        256: ((16, 16), (16, 8), (8, 8), (8, 4), (4, 2), (2, 1)),
+        512: ((16, 16), (16, 8), (8, 8), (8, 4), (4, 2), (2, 1), (1, 1)),
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class BigGANDeepConfig:
+    """BigGAN-deep as Hugging Face's ``pytorch-pretrained-biggan`` defines it (its
+    ``BigGANConfig``; TF Hub's ``biggan-deep-{128,256,512}``).
+
+    ``layers`` lists each residual block as ``(up_sample, in_mult, out_mult)`` (widths are
+    ``channel_width`` times these); the self-attention layer sits before block
+    ``attention_layer_position``. ``eps`` is both the spectral-norm and the batch-norm epsilon;
+    ``n_stats`` batch-norm statistics are stored for truncations 0, 1 / (n_stats - 1), ..., 1.
+    The class embedding has ``z_dim`` entries, so each block is conditioned on ``2 * z_dim``.
+    """
+
+    model_type: ClassVar[str] = "biggan_deep"
+
+    resolution: int
+    layers: tuple[tuple[bool, int, int], ...]
+    z_dim: int = 128
+    channel_width: int = 128
+    num_classes: int = 1000
+    attention_layer_position: int = 8
+    eps: float = 1e-4
+    n_stats: int = 51
+
+    def __post_init__(self) -> None:
+        try:
+            layers = tuple((up, m_in, m_out) for up, m_in, m_out in self.layers)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"layers must list [up_sample, in_mult, out_mult] triples, got {self.layers!r}"
+            ) from None
+        object.__setattr__(self, "layers", layers)
+        _check_int("z_dim", self.z_dim, maximum=MAX_CHANNELS)
+        _check_int("channel_width", self.channel_width, maximum=MAX_CHANNELS // 16)
+        _check_int("num_classes", self.num_classes, maximum=100_000)
+        _check_int("n_stats", self.n_stats, minimum=2, maximum=10_000)
+        _check_eps("eps", self.eps)
+        if not layers or len(layers) > MAX_BLOCKS:
+            raise ConfigError(f"layers must list 1 to {MAX_BLOCKS} blocks, got {len(layers)}")
+        width = 16
+        for i, (up, m_in, m_out) in enumerate(layers):
+            _check_flag(f"layers[{i}] up_sample", up)
+            _check_int(f"layers[{i}] in_mult", m_in, maximum=16)
+            _check_int(f"layers[{i}] out_mult", m_out, maximum=16)
+            if m_in != width:
+                raise ConfigError(f"layers[{i}] takes {m_in} x width, the previous gives {width}")
+            c_in = self.channel_width * m_in
+            if c_in % 4 or (m_out != m_in and 2 * m_out != m_in):
+                raise ConfigError(
+                    f"layers[{i}]: a block keeps its width or halves it, and its input width "
+                    f"{c_in} must divide by 4; got {m_in} -> {m_out}"
+                )
+            width = m_out
+        if width != 1:
+            raise ConfigError(f"the last block must end at 1 x width, got {width}")
+        _check_int("attention_layer_position", self.attention_layer_position, minimum=0)
+        if self.attention_layer_position >= len(layers):
+            raise ConfigError(
+                f"attention_layer_position must be < {len(layers)}, "
+                f"got {self.attention_layer_position}"
+            )
+        if self.attention_channels % 8:
+            raise ConfigError(
+                f"the attention width must divide by 8, got {self.attention_channels}"
+            )
+        expected = 4 * 2 ** sum(up for up, _, _ in layers)
+        if self.resolution != expected:
+            raise ConfigError(
+                f"these layers make {expected} px images, but resolution is {self.resolution!r}"
+            )
+        _check_parameter_budget(self)
+
+    @property
+    def attention_channels(self) -> int:
+        return self.channel_width * self.layers[self.attention_layer_position][1]
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the conditioning vector ``[z, class embedding]``."""
+        return 2 * self.z_dim
+
+    def parameter_count(self) -> int:
+        cw, cond = self.channel_width, self.cond_dim
+        count = self.num_classes * self.z_dim + cond * 16 * 16 * cw + 16 * 16 * cw
+        for _, m_in, m_out in self.layers:
+            c_in, c_out = cw * m_in, cw * m_out
+            mid = c_in // 4
+            count += 2 * cond * (c_in + 3 * mid)  # the batch norms' scale and offset
+            count += _conv_params(c_in, mid, 1) + 2 * _conv_params(mid, mid)
+            count += _conv_params(mid, c_out, 1)
+        c = self.attention_channels
+        count += c * c * 5 // 4 + 1
+        return count + 2 * cw + _conv_params(cw, cw)
+
+
+@dataclass(frozen=True)
+class GLEANBigGANConfig:
+    """GLEAN with a BigGAN-PyTorch generator as the latent bank (TPAMI 2023, Sec. 5.3): one
+    restorer for every class the bank was trained on (ImageNet's 1000).
+
+    ``in_size``, ``out_size``, ``img_channels``, ``rrdb_channels`` and ``num_rrdbs`` mean what
+    they mean in :class:`GLEANConfig`; the other fields are the bank's (:class:`BigGANConfig`,
+    whose resolution is ``out_size``). The defaults describe BigGAN 256 (``G_ch`` 96, a
+    hierarchical ``z`` of 140 = 7 x 20, a 128-wide shared embedding, attention at 64 px).
+    """
+
+    model_type: ClassVar[str] = "glean_biggan"
+
+    in_size: int
+    out_size: int
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    ch: int = 96
+    dim_z: int = 140
+    shared_dim: int = 128
+    hier: bool = True
+    num_classes: int = 1000
+    attention: tuple[int, ...] = (64,)
+    num_svs: int = 1
+    num_itrs: int = 1
+    bn_eps: float = 1e-5
+    sn_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("in_size", "out_size"):
+            value = getattr(self, name)
+            if not is_power_of_two(value) or not 4 <= value <= 1024:
+                raise ConfigError(f"{name} must be a power of two in [4, 1024], got {value!r}")
+        if self.in_size >= self.out_size:
+            raise ConfigError(
+                f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
+            )
+        _check_int("img_channels", self.img_channels, maximum=MAX_IMAGE_CHANNELS)
+        _check_int("rrdb_channels", self.rrdb_channels, maximum=MAX_CHANNELS)
+        _check_int("num_rrdbs", self.num_rrdbs, minimum=0, maximum=MAX_BLOCKS)
+        _biggan_fields_check(self, self.out_size)
+        _check_parameter_budget(self)
+
+    @property
+    def bank(self) -> BigGANConfig:
+        names = [f.name for f in dataclasses.fields(BigGANConfig) if f.name != "resolution"]
+        return BigGANConfig(resolution=self.out_size, **{n: getattr(self, n) for n in names})
+
+    @property
+    def scale(self) -> int:
+        return self.out_size // self.in_size
+
+    @property
+    def channels(self) -> dict[int, int]:
+        """The bank's feature widths, 4 .. out_size: the encoder and decoder use them too."""
+        return self.bank.channels
+
+    @property
+    def encoder_resolutions(self) -> list[int]:
+        """Resolutions the encoder produces features at, fine to coarse: in_size, ..., 4."""
+        return [2**k for k in range(int(math.log2(self.in_size)), 1, -1)]
+
+    @property
+    def fusion_resolutions(self) -> list[int]:
+        """Resolutions where encoder features are fused into the bank, coarse to fine."""
+        return self.encoder_resolutions[::-1]
+
+    @property
+    def decoder_resolutions(self) -> list[int]:
+        """Resolutions the decoder works at: in_size, 2 * in_size, ..., out_size."""
+        return [
+            2**k for k in range(int(math.log2(self.in_size)), int(math.log2(self.out_size)) + 1)
+        ]
+
+    def parameter_count(self) -> int:
+        """Parameters of the network (bank included), as ``glean_sr.models.glean_biggan``
+        builds it: GLEAN's encoder, fusion and decoder at the bank's widths, with a latent head
+        that predicts every conditioning vector of the bank."""
+        ch, img = self.channels, self.img_channels
+        count = self.bank.parameter_count()
+        count += _rrdb_trunk_params(img, self.rrdb_channels, self.num_rrdbs)
+        count += _conv_params(self.rrdb_channels, ch[self.in_size])
+        for res in self.encoder_resolutions:
+            if res > 4:
+                count += _conv_params(ch[res], ch[res // 2]) + _conv_params(
+                    ch[res // 2], ch[res // 2]
+                )
+            else:
+                head = sum(self.bank.condition_sizes)
+                count += _conv_params(ch[4], ch[4]) + 16 * ch[4] * head + head
+        for res in self.fusion_resolutions:
+            count += _conv_params(2 * ch[res], ch[res])
+        for res in self.decoder_resolutions:
+            in_ch = ch[res] if res == self.in_size else 2 * ch[res]
+            if res < self.out_size:
+                count += _conv_params(in_ch, 4 * ch[2 * res])
+            else:
+                count += _conv_params(in_ch, 64) + _conv_params(64, img)
+        return count
+
+
 def describe_size(config: Any) -> str:
     """What a restorer config maps, in words: ``"16 -> 256"`` for a fixed input size,
     ``"x4, any size"`` for a fully convolutional network."""
@@ -700,6 +1040,9 @@ register_config(GLEANConfig)
 register_config(GLEANNoBankConfig)
 register_config(LightGLEANConfig)
 register_config(RealESRGANConfig)
+register_config(BigGANConfig)
+register_config(BigGANDeepConfig)
+register_config(GLEANBigGANConfig)
 register_config(GLEANColorizerConfig)
 
 
@@ -768,6 +1111,9 @@ __all__ = [
     "MAX_CHANNEL_MULTIPLIER",
     "MAX_IMAGE_CHANNELS",
     "REALESRGAN_SCALES",
+    "BigGANConfig",
+    "BigGANDeepConfig",
+    "GLEANBigGANConfig",
     "GLEANColorizerConfig",
     "GLEANConfig",
     "GLEANNoBankConfig",

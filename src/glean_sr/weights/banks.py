@@ -10,6 +10,8 @@ and a GLEAN built around a bank.
 * an mmagic 1.x / mmgeneration ``.pth`` or a bare generator state_dict in that layout, incl.
   ``.safetensors`` (:mod:`glean_sr.weights.stylegan2_mmagic`);
 * a bank directory written by :meth:`LoadedBank.save` (``glean-sr convert-bank``);
+* a BigGAN generator: pytorch-pretrained-biggan's BigGAN-deep, BigGAN-PyTorch's ``G.pth`` /
+  ``G_ema.pth``, or their bank directory (:mod:`glean_sr.weights.biggan_banks`);
 * a restorer (a GLEAN model directory, or a preset shipped in the package such as the demo
   ``glyphs_demo_4x``): the frozen bank inside it, without a discriminator;
 * a name of :data:`glean_sr.presets.BANK_PRESETS` (downloaded once, SHA-256 verified) or a URL.
@@ -50,7 +52,7 @@ from ..config import (
     describe_widths,
     width_fields,
 )
-from ..errors import ConfigError, GleanError, WeightsError
+from ..errors import ConfigError, WeightsError
 from ..io import quantize
 from ..limits import loads_json
 from ..models.discriminator import StyleGAN2Discriminator
@@ -63,6 +65,14 @@ from ..serialization import (
     save_state_dict_safetensors,
 )
 from . import hf_hub, hub
+from .bank_dirs import DISC_CONFIG_NAME, DISC_WEIGHTS_NAME, check_bank_directory, tile_images
+from .biggan_banks import (
+    BIGGAN_TYPES,
+    LoadedBigGAN,
+    is_biggan_directory,
+    is_biggan_state_dict,
+    load_biggan,
+)
 from .glean_format import to_float32
 from .safe_load import read_weights_file
 from .stylegan2_common import ConvertedBank
@@ -71,8 +81,6 @@ if TYPE_CHECKING:
     from ..models.glean import GLEAN
     from ..models.light_glean import LightGLEAN
 
-DISC_CONFIG_NAME = "discriminator.json"
-DISC_WEIGHTS_NAME = "discriminator.safetensors"
 _W_AVG_KEY = "w_avg"
 _ORDERS = ("RGB", "BGR")
 
@@ -144,18 +152,6 @@ class LoadedBank:
             )
             _write_json(out / DISC_CONFIG_NAME, config_to_dict(self.discriminator.config))
         return out
-
-
-def check_bank_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Raise unless a bank may be written to ``directory`` (checked before any work is done)."""
-    out = Path(directory).expanduser()
-    if out.exists() and not out.is_dir():
-        raise GleanError(f"{out} exists and is not a directory")
-    names = (CONFIG_NAME, WEIGHTS_NAME, DISC_CONFIG_NAME, DISC_WEIGHTS_NAME)
-    existing = [n for n in names if (out / n).exists()]
-    if existing and not overwrite:
-        raise GleanError(f"{out} already holds a bank ({', '.join(existing)}); pass --overwrite")
-    return out
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -308,8 +304,10 @@ def load_bank(
     channel_order: str | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> LoadedBank:
-    """Load a StyleGAN2 latent bank (and its discriminator, when the file has one).
+) -> LoadedBank | LoadedBigGAN:
+    """Load a StyleGAN2 latent bank (and its discriminator, when the file has one), or a BigGAN
+    generator (pytorch-pretrained-biggan, BigGAN-PyTorch ``G.pth``, or a BigGAN bank directory:
+    a :class:`~glean_sr.weights.biggan_banks.LoadedBigGAN`).
 
     ``ema``: None takes the EMA generator when the file has one (what GLEAN trains with, spec
     §8), else the only one; True / False insist on the EMA / raw generator. ``channel_order``
@@ -323,6 +321,15 @@ def load_bank(
         return inside
     path, known = _resolve_path(text, progress)
     name = str(path)
+    biggan = is_biggan_directory(path)
+    obj = None if path.is_dir() else read_weights_file(path)
+    if biggan or is_biggan_state_dict(obj):
+        if ema is not None or channel_order is not None:
+            raise WeightsError(
+                f"{path}: a BigGAN file holds one RGB generator (G.pth and G_ema.pth are separate "
+                f"files); ema and channel_order apply to StyleGAN2 files"
+            )
+        return load_biggan(path, obj, device=device)
     if path.is_dir():
         if ema is not None or channel_order is not None:
             raise WeightsError(
@@ -332,7 +339,7 @@ def load_bank(
         bank = _read_dir(path)
         order, notes = bank.channel_order or "RGB", []
     else:
-        bank = convert_object(read_weights_file(path), name, ema)
+        bank = convert_object(obj, name, ema)
         order, notes = _channel_order(channel_order, known or bank.channel_order, name)
         if order == "BGR":
             _to_rgb(bank)
@@ -369,7 +376,7 @@ def _bank_inside_restorer(text: str, device: str | torch.device) -> LoadedBank |
             model_type = loads_json((path / CONFIG_NAME).read_text()).get("model_type")
         except (json.JSONDecodeError, AttributeError):
             model_type = None
-        model_dir = model_type not in (None, "stylegan2")
+        model_dir = model_type not in (None, "stylegan2", *BIGGAN_TYPES)
     if not shipped and not model_dir:
         return None
     restorer = load_model(text, device)
@@ -439,18 +446,6 @@ def sample_grid(
             images.append(torch.from_numpy(quantize(pixels, 8)).permute(0, 3, 1, 2))
     imgs = torch.cat(images).permute(0, 2, 3, 1).numpy()  # [N, R, R, C]
     return tile_images(imgs, columns or math.ceil(math.sqrt(num)))
-
-
-def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
-    """``[N, R, R, C]`` uint8 images -> one ``[rows * R, columns * R, 3]`` picture, row by row
-    (grey is repeated to RGB; unused cells stay black)."""
-    n, r, c = images.shape[0], images.shape[1], images.shape[3]
-    rows = math.ceil(n / columns)
-    grid = np.zeros((rows * r, columns * r, c), np.uint8)
-    for i, img in enumerate(images):
-        y, x = divmod(i, columns)
-        grid[y * r : (y + 1) * r, x * r : (x + 1) * r] = img
-    return np.repeat(grid, 3, axis=2) if c == 1 else grid
 
 
 def _restorer_from_bank(
