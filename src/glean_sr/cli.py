@@ -19,6 +19,7 @@ from .errors import GleanError
 COMMANDS = [
     "upscale",
     "faces",
+    "colorize",
     "eval",
     "info",
     "convert",
