@@ -671,3 +671,34 @@ def test_truncated_noise_is_seeded_and_bounded():
     a = truncated_noise(64, 20, 0.5, seed=3)
     assert torch.equal(a, truncated_noise(64, 20, 0.5, seed=3))
     assert a.abs().max() <= 1.0 and a.std() > 0.3
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hf", "brock"])
+def test_convert_bank_and_sample_bank_with_classes(tmp_path, kind, capsys):
+    from glean_sr import cli
+    from glean_sr.io import read_image
+
+    if kind == "hf":
+        _, source = save_hf(tmp_path)
+        side = 64
+    else:
+        _, source = save_brock(tmp_path, resolution=32, G_attn="16", G_ch=8)
+        side = 32
+    out = tmp_path / "bank"
+    assert cli.main(["convert-bank", str(source), str(out)]) == 0
+    assert "classes" in capsys.readouterr().out
+    grids = {}
+    for name, src in (("original", source), ("converted", out)):
+        path = tmp_path / f"{name}.png"
+        args = ["sample-bank", str(src), "-o", str(path), "--num", "3", "--truncation", "0.5"]
+        assert cli.main([*args, "--class", "4", "--class", "9"]) == 0
+        grids[name] = read_image(path).pixels
+    assert grids["original"].shape == (2 * side, 3 * side, 3)
+    assert (grids["original"] == grids["converted"]).all()
+    assert cli.main(["sample-bank", str(out), "-o", str(tmp_path / "any.png"), "--num", "4"]) == 0
+    assert "4 images" in capsys.readouterr().out
+    assert cli.main(["convert-bank", str(source), str(tmp_path / "b2"), "--ema"]) != 0
+    assert "ema and channel_order apply to StyleGAN2 files" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``glean-sr convert-bank SRC DST_DIR``: a StyleGAN2 file to a glean-sr bank directory."""
+"""``glean-sr convert-bank SRC DST_DIR``: a StyleGAN2 or BigGAN file to a glean-sr bank
+directory."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from . import bank_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-bank",
-        help="convert a StyleGAN2 file (NVIDIA .pkl, rosinality .pt, mmagic .pth) to a bank "
-        "directory (config.json + safetensors, with the discriminator when present)",
+        help="convert a StyleGAN2 file (NVIDIA .pkl, rosinality .pt, mmagic .pth) or a BigGAN "
+        "one (pytorch-pretrained-biggan folder, BigGAN-PyTorch G.pth) to a bank directory "
+        "(config.json + safetensors, with the discriminator when present)",
     )
-    p.add_argument("source", help="StyleGAN2 file, bank preset name or URL")
+    p.add_argument("source", help="StyleGAN2 or BigGAN file or folder, bank preset name or URL")
     p.add_argument("output", help="directory to write (created if needed)")
     bank_options.add(p)
     p.add_argument("--overwrite", action="store_true", help="replace a bank already there")
