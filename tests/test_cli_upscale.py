@@ -195,7 +195,7 @@ def test_user_errors_are_one_line_without_traceback(two_images, tmp_path):
     bad_model = run_cli("upscale", str(two_images), "-m", str(tmp_path / "nope"), "-o", "x")
     assert bad_model.returncode == 1 and "Traceback" not in bad_model.stderr
     assert bad_model.stderr.strip().count("\n") == 0
-    assert "neither an existing file or directory nor a preset name" in bad_model.stderr
+    assert "neither an existing file or directory, a preset name" in bad_model.stderr
 
 
 def test_input_collection_rules(tmp_path):
