@@ -313,3 +313,15 @@ def test_publish_uploads_one_commit_that_loads_back(hub, tmp_path, monkeypatch, 
     assert files["README.md"] == (tmp_path / "pub" / "README.md").read_bytes()
     assert "frank/glean-tiny" in files["README.md"].decode()  # the card's usage names the repo
     assert _same(load_model("frank/glean-tiny", progress=False), model)
+
+
+def test_publish_describes_a_model_of_any_input_size(tmp_path):
+    from glean_sr.config import RealESRGANConfig
+    from glean_sr.models.registry import build_model
+
+    cfg = RealESRGANConfig(rrdb_channels=8, num_rrdbs=1, growth_channels=8, scale=2)
+    build_model(cfg).save_pretrained(tmp_path / "m")
+    assert main(["publish", str(tmp_path / "m"), str(tmp_path / "pub")]) == 0
+    card = hf.ModelCard.load(tmp_path / "pub" / "README.md")
+    assert "Real-ESRGAN" in card.text and "any size in, x2 out" in card.text
+    assert "[N, 3, 2H, 2W]" in card.text

@@ -45,10 +45,10 @@ class Published:
 
 def _architecture(model: Any) -> list[str]:
     c = model.config
-    counts = model.parameter_counts()
+    counts = model.parameter_counts() if hasattr(model, "parameter_counts") else {}
+    counts.setdefault("total", sum(p.numel() for p in model.parameters()))
     lines = [
-        f"- **Type**: `{c.model_type}`, {c.in_size} x {c.in_size} px in, {c.out_size} x "
-        f"{c.out_size} px out (x{c.out_size // c.in_size})",
+        f"- **Type**: `{c.model_type}`, {_sizes(c)}",
         f"- **Parameters**: {counts['total']:,}"
         + (f" ({counts['bank']:,} in the frozen bank)" if counts.get("bank") else ""),
     ]
@@ -57,6 +57,16 @@ def _architecture(model: Any) -> list[str]:
         widths = ", ".join(f"{r}: {w}" for r, w in sorted(bank.items()))
         lines.append(f"- **Latent bank**: StyleGAN2, widths {{{widths}}}")
     return lines
+
+
+def _sizes(c: Any) -> str:
+    """What goes in and out: a fixed size (GLEAN) or any size times a factor (Real-ESRGAN)."""
+    if hasattr(c, "in_size"):
+        return (
+            f"{c.in_size} x {c.in_size} px in, {c.out_size} x {c.out_size} px out "
+            f"(x{c.out_size // c.in_size})"
+        )
+    return f"images of any size in, x{c.scale} out"
 
 
 def _metrics(summary: dict[str, Any], row: str | None, source: str) -> tuple[str, list[str]]:
@@ -88,6 +98,25 @@ def _metrics(summary: dict[str, Any], row: str | None, source: str) -> tuple[str
     return where, [*lines, "", f"LQ: {lq}."]
 
 
+_INTROS = {
+    "realesrgan_rrdbnet": "Real-ESRGAN's RRDBNet (Wang et al., ICCVW 2021), a general upscaler "
+    "for images of any size, as glean-sr runs it (the background model of `glean-sr faces`).",
+}
+
+
+def _input_contract(c: Any) -> str:
+    if hasattr(c, "in_size"):
+        return (
+            f"- RGB images of {c.in_size} x {c.in_size} px (other sizes are resized to it by "
+            f"`glean-sr upscale`); the network takes `[N, 3, {c.in_size}, {c.in_size}]` in "
+            f"[-1, 1] and returns `[N, 3, {c.out_size}, {c.out_size}]` in [-1, 1]."
+        )
+    return (
+        f"- RGB images of any size (`--tile` for large ones); the network takes `[N, 3, H, W]` in "
+        f"[-1, 1] and returns `[N, 3, {c.scale}H, {c.scale}W]` in [-1, 1]."
+    )
+
+
 def model_card(
     model: Any,
     *,
@@ -117,8 +146,11 @@ def model_card(
     body = [
         f"# {name}",
         "",
-        "A GLEAN restorer (Chan et al., CVPR 2021 / TPAMI 2023): an encoder, a frozen StyleGAN2 "
-        "latent bank and a decoder, one forward pass per image.",
+        _INTROS.get(
+            c.model_type,
+            "A GLEAN restorer (Chan et al., CVPR 2021 / TPAMI 2023): an encoder, a frozen "
+            "generative latent bank and a decoder, one forward pass per image.",
+        ),
         "",
         "## Use",
         "",
@@ -134,10 +166,7 @@ def model_card(
         "",
         "## Input",
         "",
-        f"- RGB images of {c.in_size} x {c.in_size} px (other sizes are resized to it by "
-        f"`glean-sr upscale`); the network takes `[N, 3, {c.in_size}, {c.in_size}]` in "
-        "[-1, 1] and returns `[N, 3, "
-        f"{c.out_size}, {c.out_size}]` in [-1, 1].",
+        _input_contract(c),
         "",
         "## Architecture",
         "",
