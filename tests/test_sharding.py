@@ -6,6 +6,7 @@ The torchrun runs use gloo on the CPU with the shipped demo model (8 -> 32 px, f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -178,3 +179,50 @@ def test_faces_over_two_processes_equal_one_process(tiny_model_dir, tmp_path):
     assert two.stdout.count("done: ") == 1 and counts in two.stdout
     assert two.stderr.count("letter.jpg: not an image file") == 1
     assert _listing(tmp_path / "two") == _listing(tmp_path / "one")
+
+
+def test_feature_statistics_of_parts_merge_to_those_of_the_whole():
+    from glean_sr.evaluation.fid import FeatureStats
+    from glean_sr.evaluation.scorers import FidScorer
+
+    feats = np.random.default_rng(1).normal(size=(9, 6))
+    whole, first, second = FeatureStats(6), FeatureStats(6), FeatureStats(6)
+    whole.add(feats)
+    first.add(feats[:4])
+    second.add(feats[4:])
+    scorer = FidScorer.__new__(FidScorer)  # the statistics alone; no Inception weights
+    scorer.stats = {"gt": first}
+    scorer.merge([{"gt": second, "bicubic": second}])
+    merged = scorer.state()
+    assert merged["gt"].n == 9 and merged["bicubic"].n == 5
+    for got, want in zip(merged["gt"].mean_cov(), whole.mean_cov(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_eval_over_two_processes_writes_one_report_equal_to_one_process(tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(7):  # parts of 3 and 4, one unreadable
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(gt / f"g{i}.png")
+    (gt / "g5.png").write_bytes(b"not a PNG")
+    args = ["eval", "-m", "glyphs_demo_4x", "--gt", str(gt), "--device", "cpu", "-q"]
+    args += ["--report-images", "4", "--channel", "both"]
+    one = run_cli(*args, "-o", str(tmp_path / "one"))
+    two = torchrun("-m", "glean_sr", *args, "-o", str(tmp_path / "two"))
+    assert one.returncode == two.returncode == 1, two.stderr  # g5 was skipped
+    assert two.stdout.count("report: ") == 1  # the table and the summary from rank 0 alone
+    a, b = tmp_path / "one", tmp_path / "two"
+    assert (b / "per_image.csv").read_bytes() == (a / "per_image.csv").read_bytes()
+    assert sorted(os.listdir(b)) == sorted(os.listdir(a)) == [
+        "images", "per_image.csv", "report.html", "summary.json"
+    ]  # fmt: skip
+    assert sorted(os.listdir(b / "images")) == sorted(os.listdir(a / "images"))
+    assert len(os.listdir(b / "images")) == 4
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert s2["num_images"] == s1["num_images"] == 6
+    assert s2["skipped"] == s1["skipped"] and len(s1["skipped"]) == 1
+    assert s2["results"].keys() == s1["results"].keys()
+    for method, row in s1["results"].items():
+        assert s2["results"][method] == pytest.approx(row, rel=1e-12)

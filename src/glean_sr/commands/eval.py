@@ -1,4 +1,6 @@
-"""``glean-sr eval -m MODEL [-m MODEL2 ...] --gt GT_DIR [--lq LQ_DIR] -o REPORT_DIR``."""
+"""``glean-sr eval -m MODEL [-m MODEL2 ...] --gt GT_DIR [--lq LQ_DIR] -o REPORT_DIR``; under
+``torchrun --nproc-per-node N -m glean_sr eval ...`` the processes share the images out and rank 0
+writes the one report."""
 
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import HTML_NAME, EvalOptions, evaluate
+    from ..inference.sharding import Shard
 
     metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
     options = EvalOptions(
@@ -110,9 +113,19 @@ def run(args: argparse.Namespace) -> int:
         glyph_classifier=args.glyph_classifier,
         overwrite=args.overwrite,
     )
-    summary = evaluate(
-        args.models, args.gt, args.output, lq_dir=args.lq, options=options, progress=not args.quiet
-    )
+    # under torchrun each process scores its part of the images; rank 0 writes the report
+    with Shard.join(args.device) as shard:
+        summary = evaluate(
+            args.models,
+            args.gt,
+            args.output,
+            lq_dir=args.lq,
+            options=options,
+            progress=not args.quiet,
+            shard=shard,
+        )
+    if not shard.is_main:
+        return 0
     columns = summary["columns"]
     width = max(len(m) for m in summary["results"])
     print(f"{'method':<{width}}  " + "  ".join(f"{c:>12}" for c in columns))

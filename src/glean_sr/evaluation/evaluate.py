@@ -14,6 +14,12 @@ Bicubic up-sampling of the same LQ (MATLAB-compatible) is always scored as the b
 Images are streamed in batches: memory stays bounded whatever the number of images (the
 per-image CSV is written as it goes; only the report's first few crops and the FID statistics,
 ``2048 x 2048`` per method, are kept).
+
+Under torchrun (``torchrun --nproc-per-node N -m glean_sr eval ...``) each process scores a
+contiguous run of the GT images on its own device (:mod:`glean_sr.inference.sharding`); rank 0
+gathers the per-image rows (in GT order), the sums behind the means and the FID statistics, and
+writes the report once. Per-image values are those of one process; means and FID agree with one
+process's to float64 rounding (the sums are added in another order).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -32,10 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, remove_interrupted_writes
 from ..devices import resolve_device
 from ..errors import ConfigError, GleanError, ImageError
 from ..inference.cpu_fast import accelerate
+from ..inference.sharding import Shard
 from ..io import (
     IMAGE_SUFFIXES,
     list_images,
@@ -45,6 +53,7 @@ from ..io import (
     round_to_8bit,
     tensor_to_pixels,
 )
+from ..training.distributed import DistInfo
 from ..weights.pretrained import load_model
 from .metrics import psnr, ssim
 
@@ -254,6 +263,12 @@ def _load_models(sources: Sequence[Any], device: torch.device, fast: bool) -> li
             module = accelerate(module, device)
         if getattr(module, "img_channels", 3) != 3:
             raise ConfigError(f"{src}: only RGB models can be evaluated")
+        if not hasattr(module, "in_size"):  # a general upscaler such as Real-ESRGAN's RRDBNet
+            raise ConfigError(
+                f"{src}: eval scores restorers of one input size (GLEAN, LightGLEAN); this "
+                f"{module.config.model_type} takes any size: restore the LQ folder with glean-sr "
+                f"upscale and score the results against the GT with your metric tool"
+            )
         models.append(_Model(_model_name(src, taken), str(src), module))
     sizes = {(m.module.in_size, m.module.out_size) for m in models}
     if len(sizes) > 1:
@@ -378,6 +393,16 @@ class _Running:
         self.sums[column] = self.sums.get(column, 0.0) + value
         self.counts[column] = self.counts.get(column, 0) + 1
 
+    def merge(self, other: _Running) -> None:
+        """Add another process's sums and counts."""
+        for mine, theirs in (
+            (self.sums, other.sums),
+            (self.counts, other.counts),
+            (self.non_finite, other.non_finite),
+        ):
+            for column, value in theirs.items():
+                mine[column] = mine.get(column, 0) + value
+
     def mean(self, column: str) -> float | None:
         if self.non_finite.get(column):
             return math.inf  # e.g. an output identical to its GT: PSNR is infinite
@@ -449,6 +474,7 @@ def evaluate(
     lq_dir: str | os.PathLike | None = None,
     options: EvalOptions | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Restore every GT image's LQ with each model and score the results; write the report.
 
@@ -462,9 +488,14 @@ def evaluate(
             LQ is made from GT with MATLAB-compatible bicubic at the models' factor.
         options: what to measure (:class:`EvalOptions`).
         progress: show a progress bar on stderr.
+        shard: this process's part of a torchrun job
+            (:meth:`glean_sr.inference.sharding.Shard.join`; its device replaces
+            ``options.device``): each process scores a contiguous run of the GT images, and
+            rank 0 gathers the rows, the sums and the FID statistics and writes the report
+            once. ``None``: everything in this process.
 
     Returns:
-        The summary (also written to ``summary.json``).
+        The summary (also written to ``summary.json``), on every process.
 
     Raises:
         GleanError: one-line problems with the inputs (sizes, missing files, weights).
@@ -475,22 +506,27 @@ def evaluate(
     from .scorers import build_scorers
 
     options = options or EvalOptions()
+    shard = shard or Shard(DistInfo(), resolve_device(options.device))
     gt_dir, out = Path(gt_dir), Path(out_dir)
     lq_path = Path(lq_dir) if lq_dir is not None else None
-    if out.exists() and not out.is_dir():
-        raise GleanError(f"-o {out}: exists and is not a directory")
-    existing = [n for n in (CSV_NAME, SUMMARY_NAME, HTML_NAME) if (out / n).exists()]
-    if existing and not options.overwrite:
-        raise GleanError(
-            f"-o {out}: already holds a report ({', '.join(existing)}); pass --overwrite"
-        )
 
-    device = resolve_device(options.device)
+    def check_output() -> None:
+        if out.exists() and not out.is_dir():
+            raise GleanError(f"-o {out}: exists and is not a directory")
+        existing = [n for n in (CSV_NAME, SUMMARY_NAME, HTML_NAME) if (out / n).exists()]
+        if existing and not options.overwrite:
+            raise GleanError(
+                f"-o {out}: already holds a report ({', '.join(existing)}); pass --overwrite"
+            )
+        remove_interrupted_writes(out / CSV_NAME)  # the parts of a run that was killed
+
+    shard.from_main(check_output)
+    device = shard.device
     loaded = _load_models(models, device, options.fast)
     first = loaded[0].module
     in_size, out_size, scale = first.in_size, first.out_size, first.scale
     what = loaded[0].name if len(loaded) == 1 else "the models"
-    items, skipped = _plan(gt_dir, lq_path, in_size, out_size, what)
+    items, skipped = shard.from_main(lambda: _plan(gt_dir, lq_path, in_size, out_size, what))
     scorers = build_scorers(options, out_size=out_size, device=device, num_images=len(items))
 
     methods = ["bicubic", *[m.name for m in loaded]]
@@ -502,28 +538,38 @@ def evaluate(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / IMAGES_DIR).mkdir(exist_ok=True)
-    shown: list[dict[str, Any]] = []
+    first_item, stop = shard.bounds(len(items))
+    mine = items[first_item:stop]
+    read_skipped: list[dict[str, str]] = []
+    shown: list[dict[str, Any]] = []  # crops of this process's first report_images images
     started = time.perf_counter()
     done = 0
+    # this process's rows; rank 0's file becomes per_image.csv, with the others' appended
     fd, csv_tmp = tempfile.mkstemp(prefix=f".{CSV_NAME}.", suffix=".tmp", dir=out)
     try:
         with (
             os.fdopen(fd, "w", encoding="utf-8", newline="") as f,
-            tqdm(total=len(items), unit="img", disable=not progress, desc="eval") as bar,
+            tqdm(
+                total=len(mine), unit="img", disable=not (progress and shard.is_main), desc="eval"
+            ) as bar,
         ):
             writer = csv.writer(f)
-            writer.writerow(["image", "method", *columns, "note"])
-            for batch in _batches(items, options.batch_size):
-                names, gts, lqs = [], [], []
+            if shard.is_main:
+                writer.writerow(["image", "method", *columns, "note"])
+            index = first_item  # of the next image in items
+            for batch in _batches(mine, options.batch_size):
+                names, indices, gts, lqs = [], [], [], []
                 for item in batch:
+                    index += 1
                     try:
                         gt, lq = _read_pair(item, in_size, out_size, scale)
                     except ImageError as exc:
-                        skipped.append({"image": item.name, "reason": str(exc)})
+                        read_skipped.append({"image": item.name, "reason": str(exc)})
                         bar.write(f"skipped: {exc}")
                         bar.update(1)
                         continue
                     names.append(item.name)
+                    indices.append(index - 1)
                     gts.append(gt)
                     lqs.append(lq)
                 if not names:
@@ -547,7 +593,7 @@ def evaluate(
                         shown.append(
                             report.save_crops(
                                 out / IMAGES_DIR,
-                                index=done + i,
+                                index=indices[i],
                                 name=name,
                                 lq=lqs[i],
                                 outputs={m: outputs[m][i] for m in methods},
@@ -558,30 +604,63 @@ def evaluate(
                         )
                 done += len(names)
                 bar.update(len(names))
-        if done == 0:
-            raise GleanError(f"--gt {gt_dir}: none of the {len(items)} images could be read")
-        os.replace(csv_tmp, out / CSV_NAME)
-    finally:
+        part = (csv_tmp, done, running, read_skipped, shown, [s.state() for s in scorers])
+        parts = shard.gather_to_main(part)
+    except BaseException:
         if os.path.exists(csv_tmp):
             os.unlink(csv_tmp)
-    seconds = time.perf_counter() - started
+        raise
 
-    results: dict[str, dict[str, float | None]] = {}
-    for m in rows_methods:
-        results[m] = {c: running[m].mean(c) for c in columns if running[m].mean(c) is not None}
-    for scorer in scorers:
-        for m, extra in scorer.finish().items():
-            results.setdefault(m, {}).update(extra)
-    summary = _summary(
-        loaded, gt_dir, lq_path, options, scale, in_size, out_size, done, skipped, results, seconds
-    )
-    infinite = {m: dict(running[m].non_finite) for m in rows_methods if running[m].non_finite}
-    if infinite:  # why a mean is infinite (null in JSON): outputs identical to their GT
-        summary["infinite_values"] = infinite
-    text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(out / SUMMARY_NAME, text.encode())
-    atomic_write_bytes(out / HTML_NAME, report.render_html(summary, shown).encode())
-    return summary
+    def finish() -> dict[str, Any]:
+        try:
+            return _finish(parts)
+        finally:
+            for path, *_ in parts:  # rank 0 removes every process's rows file
+                if os.path.exists(path):
+                    os.unlink(path)
+
+    def _finish(parts: list[tuple]) -> dict[str, Any]:
+        total = sum(p[1] for p in parts)
+        if total == 0:
+            raise GleanError(f"--gt {gt_dir}: none of the {len(items)} images could be read")
+        with open(csv_tmp, "ab") as whole:
+            for path, *_ in parts[1:]:  # contiguous runs: in rank order, the rows are in order
+                with open(path, "rb") as rows:
+                    shutil.copyfileobj(rows, whole)
+        os.replace(csv_tmp, out / CSV_NAME)
+        sums = {m: _Running() for m in rows_methods}
+        shown_all: list[dict[str, Any]] = []
+        for _, _, process_sums, read_skips, crops, _ in parts:
+            for m in rows_methods:
+                sums[m].merge(process_sums[m])
+            skipped.extend(read_skips)
+            shown_all.extend(crops)
+        for k, scorer in enumerate(scorers):  # rank 0's own statistics are in it already
+            scorer.merge([states[k] for *_, states in parts[1:]])
+        for crop in shown_all[options.report_images :]:  # candidates of later processes
+            shutil.rmtree(out / Path(next(iter(crop["files"].values()))).parent)
+        shown = shown_all[: options.report_images]
+        seconds = time.perf_counter() - started
+
+        results: dict[str, dict[str, float | None]] = {}
+        for m in rows_methods:
+            results[m] = {c: sums[m].mean(c) for c in columns if sums[m].mean(c) is not None}
+        for scorer in scorers:
+            for m, extra in scorer.finish().items():
+                results.setdefault(m, {}).update(extra)
+        summary = _summary(
+            loaded, gt_dir, lq_path, options, scale, in_size, out_size, total, skipped, results,
+            seconds,
+        )  # fmt: skip
+        infinite = {m: dict(sums[m].non_finite) for m in rows_methods if sums[m].non_finite}
+        if infinite:  # why a mean is infinite (null in JSON): outputs identical to their GT
+            summary["infinite_values"] = infinite
+        text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(out / SUMMARY_NAME, text.encode())
+        atomic_write_bytes(out / HTML_NAME, report.render_html(summary, shown).encode())
+        return summary
+
+    return shard.from_main(finish)
 
 
 def _json_safe(obj: Any) -> Any:

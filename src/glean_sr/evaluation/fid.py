@@ -215,6 +215,12 @@ class FeatureStats:
         self.sum += f.sum(0)
         self.sum_outer += f.T @ f
 
+    def merge(self, other: FeatureStats) -> None:
+        """Add the features ``other`` has seen (another process's part of the set)."""
+        self.n += other.n
+        self.sum += other.sum
+        self.sum_outer += other.sum_outer
+
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and unbiased covariance (``ddof=1``, as ``np.cov`` and pytorch-fid)."""
         if self.n < 2:

@@ -4,7 +4,9 @@ at once with one line, never after hours or silently.
 
 A scorer fills ``values[method][i][column]`` (and ``notes[method][i]``) for a batch:
 ``gts`` is a list of float32 ``[H, W, 3]`` GT images in ``[0, 1]``, ``outputs[method]`` the
-methods' 8-bit-rounded outputs, and ``finish()`` returns data-set level results.
+methods' 8-bit-rounded outputs, and ``finish()`` returns data-set level results. When several
+processes share the images out (torchrun), rank 0's scorer takes in the others' ``state()``
+through ``merge()`` before ``finish()``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,29 @@ class Scorer:
     def finish(self) -> dict[str, dict[str, float]]:
         return {}
 
+    def state(self) -> Any:
+        """What ``finish()`` needs from the images this process scored (picklable)."""
+        return None
+
+    def merge(self, states: list[Any]) -> None:
+        """Take in other processes' ``state()``."""
+
+
+class _StatsScorer(Scorer):
+    """A scorer whose data-set result comes from per-method feature statistics."""
+
+    stats: dict[str, Any]
+
+    def state(self) -> dict[str, Any]:
+        return self.stats
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        from .fid import FeatureStats
+
+        for stats in states:
+            for method, other in stats.items():
+                self.stats.setdefault(method, FeatureStats(other.sum.shape[0])).merge(other)
+
 
 class NiqeScorer(Scorer):
     def __init__(self, crop_border: int, out_size: int) -> None:
@@ -93,7 +118,7 @@ class LpipsScorer(Scorer):
                     values[method][i]["lpips"] = float(v)
 
 
-class FidScorer(Scorer):
+class FidScorer(_StatsScorer):
     def __init__(self, weights, device: torch.device, num_images: int) -> None:
         from .fid import FIDInceptionV3
 
@@ -166,7 +191,7 @@ def glyph_label(name: str) -> str | None:
         return None
 
 
-class GlyphScorer(Scorer):
+class GlyphScorer(_StatsScorer):
     """Character accuracy of a glyph classifier on each method's outputs (the GT row is the
     ceiling) and an FID in that classifier's penultimate features (``fid_glyph``)."""
 
