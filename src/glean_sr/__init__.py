@@ -35,6 +35,7 @@ _EXPORTS = {
     "Upscaler": "glean_sr.inference.upscaler",
     "FaceRestorer": "glean_sr.inference.faces",
     "Colorizer": "glean_sr.inference.colorize",
+    "Retoucher": "glean_sr.inference.retouch",
     "GLEANColorizer": "glean_sr.models.colorizer",
     "GLEANColorizerConfig": "glean_sr.config",
     "read_image": "glean_sr.io",

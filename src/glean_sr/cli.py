@@ -20,6 +20,7 @@ COMMANDS = [
     "upscale",
     "faces",
     "colorize",
+    "retouch",
     "eval",
     "info",
     "convert",
