@@ -108,3 +108,22 @@ def test_convert_clears_what_an_interrupted_convert_left(tiny_model_dir, tmp_pat
         "model.safetensors",
         "notes.txt.tmp",
     ]
+
+
+def test_commands_for_fixed_size_restorers_refuse_an_any_size_model(tmp_path, capsys):
+    from glean_sr.config import RealESRGANConfig
+    from glean_sr.models.registry import build_model
+
+    cfg = RealESRGANConfig(rrdb_channels=8, num_rrdbs=1, growth_channels=8, scale=2)
+    model = build_model(cfg).save_pretrained(tmp_path / "m")
+    (tmp_path / "gt").mkdir()
+    for argv, expected in [
+        (
+            ["eval", "-m", str(model), "--gt", str(tmp_path / "gt"), "-o", str(tmp_path / "r")],
+            "takes any size",
+        ),
+        (["export-onnx", str(model), str(tmp_path / "m.onnx")], "takes any size"),
+    ]:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "internal error" not in err and expected in err, err

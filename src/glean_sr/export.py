@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import GleanError, missing_extra
+from .errors import ConfigError, GleanError, missing_extra
 from .models.stylegan2 import ModulatedConv2d
 
 #: the largest difference to PyTorch accepted by :func:`verify_onnx` (float32, outputs O(1))
@@ -40,6 +40,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int | None 
     _require("onnx")
     _require("onnxscript")
     out = Path(path)
+    if not hasattr(model, "in_size"):
+        raise ConfigError(
+            f"export-onnx writes graphs of restorers with one input size (GLEAN, LightGLEAN); a "
+            f"{model.config.model_type} takes any size, which export-onnx does not export"
+        )
     model = model.eval().to("cpu")
     # an example batch of 2: with 1 the tracer would tie the batch to the noise maps' size 1
     lq = torch.zeros(2, model.img_channels, model.in_size, model.in_size)
