@@ -151,3 +151,10 @@ def test_bad_files_get_a_line_and_the_batch_goes_on(tmp_path):
 def test_a_super_resolution_model_is_refused():
     with pytest.raises(ConfigError, match="colorize needs a colorizer"):
         Colorizer(build_model(TINY_GLEAN), device="cpu")
+
+
+def test_upscale_refuses_a_colorizer():
+    from glean_sr import Upscaler
+
+    with pytest.raises(ConfigError, match="colorizer; glean-sr colorize"):
+        Upscaler(_colourful_model(), device="cpu")

@@ -263,3 +263,13 @@ def test_a_trained_tiny_colorizer_beats_zero_chroma_on_held_out_crops(tmp_path):
     assert len(ours) == 24 and all(math.isfinite(v) for v in ours + grey)
     print(f"held-out PSNR: colorizer {np.mean(ours):.2f} dB, zero chroma {np.mean(grey):.2f} dB")
     assert np.mean(ours) > np.mean(grey) + 0.5
+
+
+def test_info_describes_a_colorizer_preset(capsys):
+    from glean_sr.cli import main
+
+    assert main(["info", "glean_colorizer_church_256"]) == 0
+    out = capsys.readouterr().out
+    assert "model:      glean_colorizer 256 -> 256, L* in, RGB out" in out
+    total = PRESETS["glean_colorizer_church_256"].config.parameter_count()
+    assert f"total {total / 1e6:.2f} M" in out

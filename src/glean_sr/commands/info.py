@@ -39,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = info["config"]
     print(f"source:     {info['source']}")
     print(f"format:     {info['format']}")
-    if "in_size" in cfg:
+    channels = f"{cfg.get('img_channels')} channels"
+    if info["model_type"] == "glean_colorizer":  # one size, L* in and RGB out
+        size, channels = f"{cfg['out_size']} -> {cfg['out_size']}", "L* in, RGB out"
+    elif "in_size" in cfg:
         size = f"{cfg['in_size']} -> {cfg['out_size']} (x{cfg['out_size'] // cfg['in_size']})"
     else:  # a model that takes any size (MACs at ANY_SIZE_INPUT px)
         size = f"x{cfg['scale']}, any size (MACs at {ANY_SIZE_INPUT} x {ANY_SIZE_INPUT} px in)"
-    print(f"model:      {info['model_type']} {size}, {cfg['img_channels']} channels")
+    print(f"model:      {info['model_type']} {size}, {channels}")
     print("config:     " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "model_type"))
     params = info["params"]
     print("parameters: " + ", ".join(f"{k} {_millions(v)}" for k, v in params.items()))

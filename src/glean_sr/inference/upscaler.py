@@ -216,6 +216,10 @@ class Upscaler:
         tile_pad: int = 10,
         outscale: float | None = None,
     ):
+        if hasattr(model, "predict_ab"):  # L* in, colour out: not an upscaler's contract
+            raise ConfigError(
+                "this model is a colorizer; glean-sr colorize (glean_sr.Colorizer) runs it"
+            )
         fixed = hasattr(model, "in_size") and hasattr(model, "out_size")
         for attr in ("img_channels",) + (("in_size", "out_size") if fixed else ("scale",)):
             if not hasattr(model, attr):
