@@ -121,3 +121,22 @@ def test_a_colorizer_is_refused():
                                                  channel_table={4: 8, 8: 8}))  # fmt: skip
     with pytest.raises(ConfigError, match="this is a colorizer"):
         Retoucher(colorizer, device="cpu")
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_a_model_of_any_size_shrinks_by_its_own_factor(scale):
+    from glean_sr.config import RealESRGANConfig
+
+    torch.manual_seed(0)
+    model = build_model(
+        RealESRGANConfig(scale=scale, rrdb_channels=8, num_rrdbs=1, growth_channels=8)
+    )
+    image = np.random.default_rng(2).integers(0, 256, (50, 37, 3), dtype=np.uint8)
+    inside = np.zeros((50, 37), bool)
+    inside[10:30, 5:20] = True
+    out, record = Retoucher(model, device="cpu")(image, inside.astype(np.uint8) * 255)
+    assert out.shape == image.shape and np.array_equal(out[~inside], image[~inside])
+    # x2 folds its input by pixel-unshuffle: sizes are multiples of 2
+    h, w = {4: (12, 9), 2: (24, 18)}[scale]
+    assert record.model_input_hw == (h, w)
+    assert f"restored {w}x{h} -> 36x48 (x{scale}); resized 36x48 -> 37x50" in record.describe()
