@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
+    GLEANBigGANConfig,
     GLEANColorizerConfig,
     GLEANConfig,
     LightGLEANConfig,
@@ -165,6 +166,19 @@ for _name, _cat in [
         _cat,
         f"GLEAN colorizer 256 px, stylegan2_{_cat}_256 bank (architecture only, no released "
         f"weights)",
+    )
+
+#: GLEAN with a BigGAN bank (TPAMI 2023, Sec. 5.3, Table 6): one restorer for ImageNet's 1000
+#: classes, 256 px out, around BigGAN-PyTorch's 256 px generator (G_ch 96, hierarchical z of
+#: 140, attention at 64 px). No weights were released, and no BigGAN-PyTorch G.pth at 256 px:
+#: architectures to train (``glean-sr train glean_biggan_imagenet_<4x|8x>``) with a bank of that
+#: architecture.
+for _name, _in in [("glean_biggan_imagenet_8x", 32), ("glean_biggan_imagenet_4x", 64)]:
+    PRESETS[_name] = Preset(
+        _name,
+        GLEANBigGANConfig(in_size=_in, out_size=256),
+        "imagenet",
+        f"GLEAN-BigGAN {_in} -> 256 for ImageNet classes (architecture only, no released weights)",
     )
 
 _REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"

@@ -121,7 +121,9 @@ class BigGANGenerator(nn.Module):
         self.config = config
         ch = config.channels
         sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
-        self.shared = nn.Embedding(config.num_classes, config.shared_dim)
+        # nn.Embedding's own N(0, 1) init, drawn by a factory (free on the meta device)
+        shared = torch.randn(config.num_classes, config.shared_dim)
+        self.shared = nn.Embedding(config.num_classes, config.shared_dim, _weight=shared)
         self.linear = BrockSNLinear(config.z_chunk, 16 * ch[4], **sn)
         self.blocks = nn.ModuleList()
         for res in config.resolutions:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..config import (
+    GLEANBigGANConfig,
     GLEANColorizerConfig,
     GLEANConfig,
     GLEANNoBankConfig,
@@ -17,6 +18,7 @@ from ..config import (
 )
 from .colorizer import GLEANColorizer
 from .glean import GLEAN, GLEANNoBank
+from .glean_biggan import GLEANBigGAN
 from .light_glean import LightGLEAN
 from .realesrgan import RRDBNet
 
@@ -27,6 +29,7 @@ MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "lightglean": (LightGLEANConfig, LightGLEAN),
     "realesrgan_rrdbnet": (RealESRGANConfig, RRDBNet),
     "glean_colorizer": (GLEANColorizerConfig, GLEANColorizer),
+    "glean_biggan": (GLEANBigGANConfig, GLEANBigGAN),
 }
 
 

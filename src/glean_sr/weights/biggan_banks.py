@@ -19,6 +19,7 @@ images as the original file, bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -227,6 +228,37 @@ def _read_bank_directory(directory: Path, fixed: dict[str, Any]) -> tuple[Any, s
     return _build(config, sd, str(directory)), fmt, []
 
 
+def build_glean_biggan_from_bank(
+    bank: LoadedBigGAN | BigGANGenerator,
+    in_size: int,
+    *,
+    rrdb_channels: int = 64,
+    num_rrdbs: int = 23,
+) -> Any:
+    """A GLEAN-BigGAN around ``bank`` (not copied; it is frozen): ``out_size`` and the bank's
+    fields are the bank's; encoder, fusion and decoder are new (TPAMI Sec. 3.2 and 5.3)."""
+    from ..config import GLEANBigGANConfig
+    from ..models.glean_biggan import GLEANBigGAN
+
+    generator = bank.generator if isinstance(bank, LoadedBigGAN) else bank
+    c = generator.config
+    if not isinstance(c, BigGANConfig):
+        raise WeightsError(
+            "GLEAN-BigGAN is built around a BigGAN-PyTorch generator (the paper's bank); "
+            "a BigGAN-deep bank cannot serve as one"
+        )
+    names = [f.name for f in dataclasses.fields(BigGANConfig) if f.name != "resolution"]
+    config = GLEANBigGANConfig(
+        in_size=in_size,
+        out_size=c.resolution,
+        rrdb_channels=rrdb_channels,
+        num_rrdbs=num_rrdbs,
+        **{n: getattr(c, n) for n in names},
+    )
+    with torch.device(next(generator.parameters()).device):
+        return GLEANBigGAN(config, bank=generator)
+
+
 # -- sampling --------------------------------------------------------------------------------------
 
 
@@ -286,6 +318,7 @@ __all__ = [
     "BIGGAN_TYPES",
     "HF_WEIGHTS_NAME",
     "LoadedBigGAN",
+    "build_glean_biggan_from_bank",
     "is_biggan_directory",
     "is_biggan_state_dict",
     "load_biggan",

@@ -78,6 +78,12 @@ def _read_model_dir(directory: Path) -> tuple[Any, dict[str, Tensor]]:
             f"glean_sr.load_bank (or glean-sr sample-bank) and build a GLEAN around it with "
             f"glean_sr.build_glean_from_bank"
         )
+    if config.model_type in ("biggan", "biggan_deep"):
+        raise WeightsError(
+            f"{directory}: a BigGAN latent bank, not a restorer: load it with glean_sr.load_bank "
+            f"(or glean-sr sample-bank) and build a GLEAN around it with "
+            f"glean_sr.build_glean_biggan_from_bank"
+        )
     sd = to_float32(read_weights_file(weights_path), str(weights_path))
     return config, sd
 
