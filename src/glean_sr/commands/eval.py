@@ -93,10 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import HTML_NAME, EvalOptions, evaluate
+    from ..evaluation.evaluate import EvalOptions, evaluate
     from ..inference.sharding import Shard
 
     metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+    if any(_is_colorizer(m) for m in args.models):
+        return _run_colorization(args, metrics)
     options = EvalOptions(
         metrics=metrics,
         channel=args.channel,
@@ -126,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if not shard.is_main:
         return 0
+    return _print_summary(summary, args.output)
+
+
+def _print_summary(summary: dict, output: str) -> int:
+    from ..evaluation.evaluate import HTML_NAME
+
     columns = summary["columns"]
     width = max(len(m) for m in summary["results"])
     print(f"{'method':<{width}}  " + "  ".join(f"{c:>12}" for c in columns))
@@ -139,6 +147,46 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {s['image']}: {s['reason']}")
     print(
         f"{summary['num_images']} images in {summary['seconds']:.1f} s; report: "
-        f"{args.output}/{HTML_NAME}"
+        f"{output}/{HTML_NAME}"
     )
     return 1 if summary["skipped"] else 0
+
+
+def _is_colorizer(source: str) -> bool:
+    from ..evaluation.colorization import is_colorizer_source
+
+    return is_colorizer_source(source)
+
+
+def _run_colorization(args: argparse.Namespace, metrics: tuple[str, ...]) -> int:
+    """Colorizers: PSNR/SSIM on RGB and colourfulness against colour photos."""
+    from ..errors import GleanError
+    from ..evaluation.colorization import evaluate_colorization
+
+    if not all(_is_colorizer(m) for m in args.models):
+        raise GleanError("-m: colorizers and super-resolution models cannot share one report")
+    unsupported = [
+        name
+        for name, used in [
+            ("--lq", args.lq is not None),
+            (f"--metrics {','.join(metrics)}", set(metrics) - {"psnr", "ssim"}),
+            (f"--channel {args.channel}", args.channel != "rgb"),
+            ("--crop-border", args.crop_border != 0),
+        ]
+        if used
+    ]
+    if unsupported:
+        raise GleanError(
+            f"a colorizer is scored with PSNR and SSIM on RGB and colourfulness, from the GT's "
+            f"own L*; {', '.join(unsupported)} does not apply"
+        )
+    summary = evaluate_colorization(
+        args.models,
+        args.gt,
+        args.output,
+        device=args.device,
+        report_images=args.report_images,
+        crop_size=args.crop_size,
+        overwrite=args.overwrite,
+    )
+    return _print_summary(summary, args.output)

@@ -182,3 +182,21 @@ def ssim(
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
     return float(ssim_map.mean(axis=(0, 1)).mean())  # per channel, then over channels
+
+
+def colourfulness(img: np.ndarray, data_range: float = 1.0) -> float:
+    """Colourfulness of an RGB image (Hasler and Suesstrunk, "Measuring colourfulness in natural
+    images", SPIE 2003, Eq. 3): with ``rg = R - G`` and ``yb = (R + G) / 2 - B`` on the 0-255
+    scale, ``sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)``.
+
+    No reference image. ``img`` is ``[H, W, 3]`` in ``[0, data_range]``. Range ``[0, ~180]``:
+    0 for a grey image; the paper's scale reads 15 slightly, 33 moderately, 59 quite, 82 highly
+    and 109 extremely colourful. Higher is more colourful (not better in itself).
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"colourfulness needs an RGB image [H, W, 3], got shape {img.shape}")
+    rgb = img.astype(np.float64) * (255.0 / data_range)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    spread = math.sqrt(rg.std() ** 2 + yb.std() ** 2)
+    return float(spread + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
