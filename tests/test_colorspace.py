@@ -101,3 +101,14 @@ def test_shapes_are_checked():
     with pytest.raises(ValueError, match="floating point"):
         lab_to_rgb(torch.zeros(3, 2, 2, dtype=torch.uint8))
     assert rgb_to_lab(torch.rand(2, 5, 3, 4, 4)).shape == (2, 5, 3, 4, 4)
+
+
+def test_mixed_precision_does_not_lower_the_conversions_precision():
+    """Under torch.autocast (bf16 training and inference) a matrix product would run in bf16:
+    an error of about 1 in L*."""
+    rgb = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    lab, back = rgb_to_lab(rgb), lab_to_rgb(rgb_to_lab(rgb))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(rgb_to_lab(rgb), lab)
+        assert torch.equal(lab_to_rgb(lab), back)
+    assert (back - rgb).abs().max() < 1e-4

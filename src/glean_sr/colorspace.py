@@ -56,8 +56,14 @@ def _matrix(matrix: Tensor, like: Tensor) -> Tensor:
 
 
 def _apply(matrix: Tensor, x: Tensor) -> Tensor:
-    """``matrix [3, 3]`` applied to the channel axis of ``x [..., 3, H, W]``."""
-    return torch.einsum("ij,...jhw->...ihw", matrix, x)
+    """``matrix [K, 3]`` applied to the channel axis of ``x [..., 3, H, W]`` -> ``[..., K, H, W]``.
+
+    Written as products and sums, not a matrix product: under ``torch.autocast`` (mixed-precision
+    training and inference) a matrix product would run in bf16 / fp16, an error of about 1 in
+    L* and 0.08 in RGB; elementwise arithmetic keeps the inputs' precision."""
+    channels = x.unbind(-3)
+    rows = [sum(matrix[i, j] * channels[j] for j in range(3)) for i in range(matrix.shape[0])]
+    return torch.stack(rows, dim=-3)
 
 
 def _white(like: Tensor) -> Tensor:
