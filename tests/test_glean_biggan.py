@@ -196,3 +196,150 @@ def test_200_steps_on_real_photos_lower_the_validation_loss(tmp_path):
     psnr = [e["psnr"] for e in events if e["event"] == "val"]
     assert len(psnr) == 5 and psnr[-1] > psnr[0] + 3.0, psnr
     assert psnr[-1] >= max(psnr[1:-1]) - 0.2, psnr
+
+
+# -- ImageNet: recipes, photo folders, the discriminator ----------------------------------------
+
+
+def test_the_imagenet_recipes_train_the_presets():
+    from glean_sr.training.recipe import load_recipe
+
+    for x in (4, 8):
+        r = load_recipe(f"glean_biggan_imagenet_{x}x")
+        assert r.model == PRESETS[f"glean_biggan_imagenet_{x}x"].config
+        assert r.model.out_size // r.model.in_size == x
+        assert r.data.photos and r.data.degradation == "bicubic" and not r.data.lq_dir
+        assert r.train.batch_size == 32 and r.optim.total_steps == 300_000
+        assert (r.loss.pixel_weight, r.loss.perceptual_weight, r.loss.gan_weight) == (1, 0.01, 0.01)
+
+
+def imagenet_layout(root, seed: int, per_class: int = 3):
+    """``root/<wnid>/*.JPEG``: crops of scikit-image's photos in several sizes and aspect
+    ratios, as ImageNet's are."""
+    import numpy as np
+    import skimage.data
+
+    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()]
+    rng = np.random.default_rng(seed)
+    for k, wnid in enumerate(["n01440764", "n02123045", "n07747607"]):
+        (root / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            photo = photos[(k + i) % len(photos)]
+            y, x = int(rng.integers(0, photo.shape[0] - 200)), int(rng.integers(0, 150))
+            w, h = (48 + 16 * i, 48) if (i + k) % 2 else (48, 40 + 8 * i)
+            crop = Image.fromarray(photo[y : y + 200, x : x + 200, :3]).resize((w, h))
+            crop.save(root / wnid / f"{wnid}_{i}.JPEG")
+    return root
+
+
+def test_photo_folders_give_bicubic_pairs_of_squares(tmp_path):
+    import numpy as np
+
+    from glean_sr.data.datasets import bicubic_lq
+    from glean_sr.data.photo_sr import PhotoSRDataset
+
+    root = imagenet_layout(tmp_path / "train", seed=0)
+    train = PhotoSRDataset(gt_dir=str(root), in_size=8, out_size=32, flip=True, seed=0)
+    val = PhotoSRDataset(gt_dir=str(root), in_size=8, out_size=32, crop="centre")
+    assert len(train) == 9 and train.names[0].startswith("n01440764/")
+    sample = train[(3, 0)]
+    assert sample["lq"].shape == (3, 8, 8) and sample["gt"].shape == (3, 32, 32)
+    assert torch.equal(sample["gt"], train[(3, 0)]["gt"])  # seeded by (seed, epoch, index)
+    lq, gt = val.load(4, None)
+    assert gt.dtype == np.uint8 and np.array_equal(lq, bicubic_lq(gt, 8))
+    assert torch.equal(val[4]["lq"], val[4]["lq"])
+
+
+def test_the_discriminator_is_biggan_pytorchs_for_the_generator():
+    """D_arch at 128 px, D_ch 96, attention at 64: with its class projection (1000 x 1536)
+    BigGAN-PyTorch's D has 87,982,370 parameters; the restorer's leaves the projection out."""
+    from glean_sr.config import BigGANConfig
+    from glean_sr.models.biggan_discriminator import BigGANDiscriminator
+
+    with torch.device("meta"):
+        full = BigGANDiscriminator(BigGANConfig(resolution=128))
+    assert sum(p.numel() for p in full.parameters()) + 1000 * 1536 == 87_982_370
+    d = BigGANDiscriminator(TINY.bank).train()
+    u = d.linear.u0.clone()
+    assert d(torch.randn(3, 3, 32, 32)).shape == (3, 1)
+    assert not torch.equal(u, d.linear.u0)  # training mode writes the power iteration back
+
+
+def test_gan_training_on_an_imagenet_layout_starts_the_discriminator_from_scratch(tmp_path):
+    from glean_sr.training.loop import train
+
+    bank = LoadedBigGAN(generator=random_bank(5), source="test", format="test")
+    bank.save(tmp_path / "bank")
+    imagenet_layout(tmp_path / "imagenet" / "train", seed=0)
+    imagenet_layout(tmp_path / "imagenet" / "val", seed=1, per_class=1)
+    cfg = config_to_dict(TINY)
+    cfg.pop("model_type")
+    data = tiny_recipe_dict(
+        tmp_path,
+        bank=tmp_path / "bank",
+        train_set={"gt_dir": str(tmp_path / "imagenet" / "train"), "photos": True},
+        val_set={"gt_dir": str(tmp_path / "imagenet" / "val")},
+        optim={"total_steps": 4},
+        val={"interval": 4},
+        loss={"gan_weight": 0.01},
+    )
+    data["model"] = {"type": "glean_biggan", **cfg}
+    data["bank"]["channel_order"] = ""
+    summary = train(recipe_from_dict(data))
+    assert summary["finished"] and summary["step"] == 4
+    events = read_log(tmp_path / "run")
+    assert any("starts from scratch" in n for n in events[0]["bank_notes"])
+    losses = train_losses(events)
+    for step in (1, 4):
+        for key in ("loss_gan", "loss_d_real", "loss_d_fake"):
+            assert 0 < losses[step][key] < 100, (step, key, losses[step])
+    vals = [e for e in events if e["event"] == "val"]
+    assert [v["images"] for v in vals] == [3, 3]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_keeps_the_replicas_and_their_discriminators_identical(tmp_path):
+    """Under torchrun both processes end with the same restorer and the same discriminator,
+    its spectral-norm vectors included (they follow the synchronised weights), and the bank
+    as it was."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SRC
+    from glean_sr.training.checkpoint import load_checkpoint
+    from training_helpers import write_recipe
+
+    bank = LoadedBigGAN(generator=random_bank(6), source="test", format="test")
+    bank.save(tmp_path / "bank")
+    photos = make_image_set(tmp_path / "train", 8, gt_size=32, lq_size=8, seed=0)
+    cfg = config_to_dict(TINY)
+    cfg.pop("model_type")
+    data = tiny_recipe_dict(
+        tmp_path,
+        bank=tmp_path / "bank",
+        train_set=photos,
+        val_set=None,
+        optim={"total_steps": 2},
+        loss={"gan_weight": 0.01},
+    )
+    data["model"] = {"type": "glean_biggan", **cfg}
+    data["bank"]["channel_order"] = ""
+    recipe = write_recipe(tmp_path / "ddp.toml", data)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "GLEAN_SR_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, "-m", "glean_sr", "train", str(recipe)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["world_size"] == 2 and state["step"] == 2
+    prints = state["fingerprints"]
+    assert len(prints) == 2 and prints[0] == prints[1]
+    reference = random_bank(6).state_dict()
+    for key, value in reference.items():
+        assert torch.equal(state["model"][f"generator.{key}"], value), key

@@ -5,6 +5,8 @@ so they trained GLEAN around a *random* StyleGAN2 without a word. Here the bank 
 the StyleGAN2 file the recipe names (``glean_sr.load_bank``: mmagic, rosinality or NVIDIA
 formats, or a ``BANK_PRESETS`` name), and training refuses to start when the file is missing,
 has no discriminator although the GAN loss needs one, or does not fit the recipe's model.
+BigGAN files (pytorch-pretrained-biggan, BigGAN-PyTorch ``G.pth``) hold no discriminator at all:
+for them BigGAN-PyTorch's discriminator of that generator starts from scratch.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import dataclasses
 import json
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import GleanError, WeightsError
+from ..weights.biggan_banks import LoadedBigGAN
 
 #: the recipe's [model] key that sets each StyleGAN2Config field of the bank it needs
 _MODEL_KEY = {"resolution": "out_size"}
@@ -70,6 +74,9 @@ def load_training_bank(
     need = model_config.bank
     if generator.config != need:
         raise WeightsError(_mismatch(source, generator.config, need, model_config))
+    notes = list(getattr(loaded, "notes", []))
+    if isinstance(loaded, LoadedBigGAN):
+        return generator, _biggan_discriminator(loaded, need_discriminator, notes), notes
     discriminator = loaded.discriminator if need_discriminator else None
     if need_discriminator:
         if discriminator is None:
@@ -84,7 +91,24 @@ def load_training_bank(
                 f"the discriminator in '{source}' judges {d_res} px images, the model makes "
                 f"{model_config.out_size} px"
             )
-    return generator, discriminator, list(getattr(loaded, "notes", []))
+    return generator, discriminator, notes
+
+
+def _biggan_discriminator(loaded: Any, needed: bool, notes: list[str]) -> nn.Module | None:
+    """BigGAN files hold no discriminator: BigGAN-PyTorch's for this generator, from scratch
+    (seeded, so every process and every fresh run starts from the same one)."""
+    if not needed:
+        return None
+    from ..models.biggan_discriminator import BigGANDiscriminator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        discriminator = BigGANDiscriminator(loaded.config)
+    notes.append(
+        "the BigGAN file holds no discriminator: BigGAN-PyTorch's discriminator for this "
+        "generator (D_ch = G_ch, attention as G's, no class projection) starts from scratch"
+    )
+    return discriminator
 
 
 __all__ = ["load_training_bank"]

@@ -204,6 +204,17 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
         train_set = ColorizationDataset(
             gt_dir=d.gt_dir, size=cfg.out_size, meta_file=d.meta_file, flip=d.flip, seed=recipe.seed
         )
+    elif d.photos:  # a folder of photos of any size (ImageNet): squares cut, LQ by bicubic
+        from ..data.photo_sr import PhotoSRDataset
+
+        train_set = PhotoSRDataset(
+            gt_dir=d.gt_dir,
+            meta_file=d.meta_file,
+            in_size=cfg.in_size,
+            out_size=cfg.out_size,
+            flip=d.flip,
+            seed=recipe.seed,
+        )
     else:
         train_set = SRDataset(
             gt_dir=d.gt_dir,
@@ -219,6 +230,14 @@ def _train(recipe: Recipe, resume: bool, info: DistInfo, device: torch.device) -
     if v.gt_dir and d.degradation == "grayscale":
         val_set = ColorizationDataset(
             gt_dir=v.gt_dir, size=cfg.out_size, meta_file=v.meta_file, crop="centre"
+        )
+    elif v.gt_dir and d.photos:
+        val_set = PhotoSRDataset(
+            gt_dir=v.gt_dir,
+            meta_file=v.meta_file,
+            in_size=cfg.in_size,
+            out_size=cfg.out_size,
+            crop="centre",
         )
     elif v.gt_dir:
         val_set = SRDataset(

@@ -59,6 +59,10 @@ class DataSection:
     * ``degradation = "grayscale"`` (colorizers): ``gt_dir`` is any folder of colour photos,
       searched recursively (ImageNet's ``train/<wnid>/*.JPEG``), the input is their L* channel
       (:class:`glean_sr.data.colorization.ColorizationDataset`: random ``out_size`` crops).
+    * ``photos = true`` (bicubic SR): ``gt_dir`` and ``val.gt_dir`` are folders of photos of
+      any size, searched recursively (ImageNet's ``train/<wnid>/*.JPEG``); each is cut to an
+      ``out_size`` square and its LQ made by bicubic
+      (:class:`glean_sr.data.photo_sr.PhotoSRDataset`: random crops, centred for validation).
     * ``meta_file``: optional list of GT names, one per line (``00001.png (1024,1024,3)``).
     """
 
@@ -68,6 +72,7 @@ class DataSection:
     degradation: Literal["bicubic", "blind_face", "grayscale"] = "bicubic"
     flip: bool = True
     num_workers: int = 4
+    photos: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,11 @@ def _validate(r: Recipe) -> None:
     if colorizer and (r.data.lq_dir or r.val.lq_dir):
         _fail(
             "a colorizer's inputs are the L* of its photos; leave data.lq_dir and val.lq_dir empty"
+        )
+    if r.data.photos and (r.data.degradation != "bicubic" or r.data.lq_dir or r.val.lq_dir):
+        _fail(
+            "data.photos = true cuts GT squares from photos and makes their LQ by bicubic: "
+            "it takes data.degradation = 'bicubic' and no data.lq_dir or val.lq_dir"
         )
     t, o, lo = r.train, r.optim, r.loss
     for key, value, minimum in [
