@@ -615,6 +615,33 @@ def test_mismatches_are_named(tmp_path, kind):
     assert missing in msg and resized in msg and "stray.weight" in msg
 
 
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [("blocks.0.0.conv4.weight", "BigGANdeep.py"), ("G_linear.module.weight_bar", "TFHub")],
+)
+def test_layouts_that_are_not_read_are_refused_by_name(tmp_path, key, what):
+    sd = dict(Generator().state_dict()) if "conv4" in key else {}
+    sd[key] = torch.zeros(2, 2)
+    torch.save(sd, tmp_path / "G.pth")
+    with pytest.raises(WeightsError, match=what):
+        load_bank(tmp_path / "G.pth")
+
+
+def test_the_epsilons_a_g_pth_does_not_record_can_be_given(tmp_path):
+    from glean_sr.weights.biggan_banks import load_biggan
+
+    ref, path = save_brock(tmp_path, BN_eps=1e-2, SN_eps=1e-8)
+    given = load_biggan(str(path), bn_eps=1e-2, sn_eps=1e-8)
+    assumed = load_bank(path)
+    assert given.config.bn_eps == 1e-2 and not given.notes
+    assert any("bn_eps and sn_eps" in n for n in assumed.notes)
+    z, labels = brock_inputs(ref)
+    with torch.no_grad():
+        expected = ref(z, ref.shared(labels))
+        assert_close(given.generate(z, labels), expected)
+        assert (assumed.generate(z, labels) - expected).abs().max() > 1e-3
+
+
 def test_options_that_only_stylegan2_files_have_are_refused(tmp_path):
     _, path = save_brock(tmp_path)
     with pytest.raises(WeightsError, match="ema and channel_order"):

@@ -45,6 +45,7 @@ from .biggan_formats import (
     infer_deep_config,
     is_brock_state_dict,
     is_deep_state_dict,
+    other_layout,
 )
 from .glean_format import compare_state_dict, to_float32
 from .safe_load import read_weights_file
@@ -149,7 +150,8 @@ def is_biggan_directory(path: Path) -> bool:
 
 
 def is_biggan_state_dict(obj: Any) -> bool:
-    return is_deep_state_dict(obj) or is_brock_state_dict(obj)
+    """Either format, or a BigGAN layout glean-sr recognises in order to refuse it by name."""
+    return is_deep_state_dict(obj) or is_brock_state_dict(obj) or other_layout(obj) is not None
 
 
 def _build(config: Any, sd: dict[str, Tensor], name: str) -> BigGANModule:
@@ -170,6 +172,12 @@ def load_biggan_state_dict(
     """``(generator, format, notes)`` of a BigGAN state_dict of either format. ``hf_config`` is
     pytorch-pretrained-biggan's config.json; ``fixed`` sets BigGAN-PyTorch's ``bn_eps``,
     ``sn_eps`` and ``num_itrs``, which its files do not store."""
+    other = other_layout(sd)
+    if other is not None:
+        raise WeightsError(
+            f"{name}: {other}; glean-sr reads pytorch-pretrained-biggan's BigGAN-deep and "
+            f"BigGAN-PyTorch's BigGAN.py generators"
+        )
     if is_deep_state_dict(sd):
         if fixed:
             raise WeightsError(f"{name}: {sorted(fixed)} apply to BigGAN-PyTorch files only")
@@ -182,10 +190,12 @@ def load_biggan_state_dict(
 
 
 def load_biggan(
-    path: Path, obj: Any = None, *, device: str | torch.device = "cpu", **fixed: Any
+    path: str | os.PathLike, obj: Any = None, *, device: str | torch.device = "cpu", **fixed: Any
 ) -> LoadedBigGAN:
     """A BigGAN bank from a directory (either kind) or a file; ``obj`` is the file's content
-    when the caller has read it already."""
+    when the caller has read it already. ``fixed`` sets BigGAN-PyTorch's ``bn_eps``,
+    ``sn_eps`` or ``num_itrs`` (its files do not record them)."""
+    path = Path(path).expanduser()
     name = str(path)
     if path.is_dir():
         if (path / HF_WEIGHTS_NAME).is_file():

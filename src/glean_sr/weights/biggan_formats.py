@@ -43,6 +43,20 @@ _HF_KEYS = {
 }
 
 
+#: keys that mark BigGAN-PyTorch files of layouts glean-sr does not read, and what they are
+OTHER_LAYOUTS = {
+    "blocks.0.0.conv4.weight": "BigGAN-PyTorch's BigGANdeep.py generator",
+    "G_linear.module.weight_bar": "a TF Hub BigGAN in BigGAN-PyTorch's TFHub/converter.py layout",
+}
+
+
+def other_layout(obj: Any) -> str | None:
+    """What a BigGAN state_dict of a layout glean-sr does not read is, or None."""
+    if isinstance(obj, Mapping):
+        return next((what for key, what in OTHER_LAYOUTS.items() if key in obj), None)
+    return None
+
+
 def is_deep_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and all(k in obj for k in DEEP_MARKERS)
 
@@ -228,8 +242,10 @@ def infer_brock_config(
 
 
 __all__ = [
+    "OTHER_LAYOUTS",
     "infer_brock_config",
     "infer_deep_config",
     "is_brock_state_dict",
     "is_deep_state_dict",
+    "other_layout",
 ]
