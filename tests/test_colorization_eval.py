@@ -41,11 +41,22 @@ def test_colourfulness_is_hasler_and_suesstrunks():
         colourfulness(grey[..., 0])
 
 
-def _grey_psnr(rgb8: np.ndarray) -> float:
+def _grey_image(rgb8: np.ndarray) -> np.ndarray:
+    """The zero-chroma prediction for an 8-bit photo, rounded to 8 bits, in [0, 1]."""
     rgb = torch.from_numpy(rgb8.astype(np.float32) / 255).permute(2, 0, 1)
     lab = torch.cat([rgb_to_lightness(rgb), torch.zeros(2, *rgb.shape[1:])])
     zero = lab_to_rgb(lab, clip=True).permute(1, 2, 0).numpy()
-    return psnr(round_to_8bit(zero), rgb8.astype(np.float32) / 255)
+    return round_to_8bit(zero)
+
+
+def _grey_psnr(rgb8: np.ndarray) -> float:
+    return psnr(_grey_image(rgb8), rgb8.astype(np.float32) / 255)
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return (
+        torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None] * 2 - 1
+    )
 
 
 def test_eval_scores_colorizers_against_the_grey_baseline(tmp_path, capsys):
@@ -101,3 +112,22 @@ def test_eval_scores_colorizers_against_the_grey_baseline(tmp_path, capsys):
     assert main([*args, "--lq", str(gt), "--metrics", "psnr,niqe", "--overwrite"]) == 1
     error = capsys.readouterr().err
     assert "--lq, --metrics psnr,niqe does not apply" in error
+    # LPIPS when its weights are given: each method's distance to its GT, none for the GT row
+    from glean_sr.evaluation.lpips import LPIPS
+    from test_eval_networks import _lin_file, _torchvision_features
+
+    torch.save(_torchvision_features("alex"), tmp_path / "alex_backbone.pth")
+    torch.save(_lin_file("alex"), tmp_path / "alex.pth")
+    lp = ["--lpips-weights", str(tmp_path / "alex.pth"), "--lpips-backbone"]
+    lp.append(str(tmp_path / "alex_backbone.pth"))
+    assert main([*args, "--metrics", "psnr,ssim,lpips", *lp, "--overwrite", "--device", "cpu"]) == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["columns"][-1] == "lpips" and summary["results"]["gt"]["lpips"] is None
+    net = LPIPS.from_files(tmp_path / "alex.pth", tmp_path / "alex_backbone.pth")
+    grey = [_grey_image(p) for p in photos.values()]
+    want = np.mean(
+        [float(net(_t(g), _t(p / 255)).item()) for g, p in zip(grey, photos.values(), strict=True)]
+    )
+    assert summary["results"]["grey"]["lpips"] == pytest.approx(want, rel=1e-4)
+    assert main([*args, "--metrics", "lpips", "--overwrite"]) == 1
+    assert "needs --lpips-weights" in capsys.readouterr().err

@@ -169,16 +169,18 @@ def _run_colorization(args: argparse.Namespace, metrics: tuple[str, ...]) -> int
         name
         for name, used in [
             ("--lq", args.lq is not None),
-            (f"--metrics {','.join(metrics)}", set(metrics) - {"psnr", "ssim"}),
+            (f"--metrics {','.join(metrics)}", set(metrics) - {"psnr", "ssim", "lpips"}),
             (f"--channel {args.channel}", args.channel != "rgb"),
             ("--crop-border", args.crop_border != 0),
         ]
         if used
     ]
+    if "lpips" in metrics and not args.lpips_weights:
+        raise GleanError("--metrics lpips needs --lpips-weights (the lpips package's v0.1 file)")
     if unsupported:
         raise GleanError(
-            f"a colorizer is scored with PSNR and SSIM on RGB and colourfulness, from the GT's "
-            f"own L*; {', '.join(unsupported)} does not apply"
+            f"a colorizer is scored with PSNR and SSIM on RGB, colourfulness and (given "
+            f"--lpips-weights) LPIPS, from the GT's own L*; {', '.join(unsupported)} does not apply"
         )
     summary = evaluate_colorization(
         args.models,
@@ -188,5 +190,7 @@ def _run_colorization(args: argparse.Namespace, metrics: tuple[str, ...]) -> int
         report_images=args.report_images,
         crop_size=args.crop_size,
         overwrite=args.overwrite,
+        lpips_weights=args.lpips_weights if "lpips" in metrics else None,
+        lpips_backbone=args.lpips_backbone,
     )
     return _print_summary(summary, args.output)

@@ -115,6 +115,17 @@ def _save_panels(
     }
 
 
+def _lpips(net: Any, img: np.ndarray, gt: np.ndarray) -> float:
+    """LPIPS between two ``[H, W, 3]`` images in [0, 1] (the network takes [-1, 1])."""
+
+    def tensor(x: np.ndarray) -> Any:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None]
+        return t.to(next(net.parameters()).device) * 2 - 1  # [1, 3, H, W]
+
+    with torch.inference_mode():
+        return float(net(tensor(img), tensor(gt)).item())
+
+
 def evaluate_colorization(
     models: Sequence[Any],
     gt_dir: str | Path,
@@ -125,9 +136,12 @@ def evaluate_colorization(
     crop_size: int = 256,
     overwrite: bool = False,
     max_pixels: int | None = None,
+    lpips_weights: str | Path | None = None,
+    lpips_backbone: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score colorizers (model sources or loaded models) on the colour photos in ``gt_dir``
-    (see the module docstring) and write the report into ``out_dir``; returns the summary."""
+    (see the module docstring) and write the report into ``out_dir``; returns the summary.
+    With ``lpips_weights`` (the LPIPS v0.1 linear layers, as for SR) LPIPS is scored too."""
     from .. import __version__
 
     gt_path, out = Path(gt_dir), Path(out_dir)
@@ -138,18 +152,26 @@ def evaluate_colorization(
         raise GleanError(
             f"-o {out}: already holds a report ({', '.join(existing)}); pass --overwrite"
         )
+    columns = [*COLUMNS, *(["lpips"] if lpips_weights else [])]
+    lpips_net = None
+    if lpips_weights:
+        from ..devices import resolve_device
+        from .lpips import LPIPS
+
+        lpips_device = resolve_device(device)
+        lpips_net = LPIPS.from_files(lpips_weights, lpips_backbone, device=lpips_device)
     taken: set[str] = set()
     colorizers = {_name(m, taken): Colorizer.from_pretrained(m, device=device) for m in models}
     images = list_images(gt_path)
     if not images:
         raise GleanError(f"--gt {gt_path}: no images")
     methods = ["grey", *colorizers]
-    sums = {m: {c: 0.0 for c in COLUMNS} for m in [*methods, "gt"]}
+    sums = {m: {c: 0.0 for c in columns} for m in [*methods, "gt"]}
     skipped: list[dict[str, str]] = []
     shown: list[dict[str, Any]] = []
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["image", "method", *COLUMNS])
+    writer.writerow(["image", "method", *columns])
     out.mkdir(parents=True, exist_ok=True)
     (out / IMAGES_DIR).mkdir(exist_ok=True)
     started, count = time.perf_counter(), 0
@@ -174,12 +196,15 @@ def evaluate_colorization(
                 "ssim_rgb": ssim(img, gt) if min(gt.shape[:2]) >= 11 else None,
                 "colourfulness": colourfulness(img),
             }
-        values["gt"] = {"psnr_rgb": None, "ssim_rgb": None, "colourfulness": colourfulness(gt)}
+        if lpips_net is not None:
+            for method, img in outputs.items():
+                values[method]["lpips"] = _lpips(lpips_net, img, gt)
+        values["gt"] = {c: None for c in columns} | {"colourfulness": colourfulness(gt)}
         for method, row in values.items():
             writer.writerow(
-                [path.name, method, *("" if row[c] is None else row[c] for c in COLUMNS)]
+                [path.name, method, *("" if row[c] is None else row[c] for c in columns)]
             )
-            for c in COLUMNS:
+            for c in columns:
                 if row[c] is not None:
                     sums[method][c] += row[c]
         if len(shown) < report_images:
@@ -199,7 +224,7 @@ def evaluate_colorization(
     if count == 0:
         raise GleanError(f"--gt {gt_path}: no colour photo could be scored")
     results = {
-        m: {c: (sums[m][c] / count if m != "gt" or c == "colourfulness" else None) for c in COLUMNS}
+        m: {c: (sums[m][c] / count if m != "gt" or c == "colourfulness" else None) for c in columns}
         for m in [*methods, "gt"]
     }
     first = next(iter(colorizers.values()))
@@ -221,11 +246,12 @@ def evaluate_colorization(
             "outputs": "rounded to 8 bits; chroma predicted at "
             f"{first.size}x{first.size} and joined to the GT's full-resolution L*",
         },
-        "columns": COLUMNS,
+        "columns": columns,
         "definitions": {
             "psnr_rgb": DEFINITIONS["psnr_rgb"],
             "ssim_rgb": DEFINITIONS["ssim_rgb"],
             "colourfulness": COLOURFULNESS,
+            **({"lpips": DEFINITIONS["lpips"]} if lpips_net is not None else {}),
         },
         "results": results,
         "skipped": skipped,
