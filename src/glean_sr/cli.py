@@ -22,6 +22,7 @@ COMMANDS = [
     "colorize",
     "retouch",
     "eval",
+    "serve",
     "info",
     "convert",
     "publish",
