@@ -181,6 +181,55 @@ def test_an_error_is_the_commands_line_without_the_servers_path(restorers, image
         next(run_request(lambda: None, None))
 
 
+def test_a_colorizer_gets_the_colorize_tab(images, tmp_path):
+    import torch
+
+    from glean_sr import Colorizer, read_image, write_image
+    from glean_sr.config import GLEANColorizerConfig
+    from glean_sr.models.colorizer import GLEANColorizer
+    from glean_sr.serve import Restorers, ServeOptions, build_app, run_request
+
+    config = GLEANColorizerConfig(
+        out_size=32, rrdb_channels=8, num_rrdbs=1, style_channels=32, num_mlps=2,
+        channel_table={4: 32, 8: 32, 16: 16, 32: 16}, decoder_channels=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GLEANColorizer(config).save_pretrained(tmp_path / "colorizer")
+    source = str(tmp_path / "colorizer")
+    served = Restorers(ServeOptions(models=("glyphs_demo_4x", source), device="cpu"))
+    assert served.colorize_names == [source] and served.upscale_names == ["glyphs_demo_4x"]
+    photo = str(images / "many_pixels.png")
+    request = run_request(lambda: served.colorize(photo, source), photo)
+    _, result, _ = next(request)  # the folder lives as long as the request
+    data, _ = Colorizer.from_pretrained(source, device="cpu").colorize_data(read_image(photo))
+    write_image(data, tmp_path / "want.png")
+    assert Path(result).read_bytes() == (tmp_path / "want.png").read_bytes()
+    app = build_app(served)
+    assert {f.api_name for f in app.fns.values()} == {"upscale", "faces", "colorize"}
+
+
+@pytest.mark.slow
+def test_the_faces_tab_gives_the_faces_commands_result(tiny_model_dir, tmp_path):
+    pytest.importorskip("dlib", reason="needs the faces extra: pip install 'glean-sr[faces]'")
+    from skimage import data
+
+    from glean_sr.data.imresize import imresize
+    from glean_sr.serve import Restorers, ServeOptions, run_request
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(imresize(data.astronaut(), size=(200, 200))).save(photo)
+    cli = run_cli("faces", str(photo), "-m", str(tiny_model_dir), "-o", str(tmp_path / "cli"))
+    assert cli.returncode == 0, cli.stderr
+    served = Restorers(ServeOptions(models=(str(tiny_model_dir),), device="cpu"))
+    request = run_request(lambda: served.faces(photo, str(tiny_model_dir)), str(photo))
+    (before, after), result, text = next(request)
+    assert Path(result).name == "astronaut_faces.png"
+    assert Path(result).read_bytes() == (tmp_path / "cli" / "astronaut_faces.png").read_bytes()
+    assert "1 face found" in text
+    with Image.open(before) as b, Image.open(after) as a:
+        assert b.size == a.size == (400, 400)
+
+
 def test_without_gradio_the_error_names_the_extra(monkeypatch):
     from glean_sr.errors import MissingDependencyError
     from glean_sr.serve import serve
