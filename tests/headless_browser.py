@@ -47,15 +47,15 @@ class Browser:
         os.close(from_browser)
         self._buffer = b""
         self._next_id = 0
-        self.session: str | None = None
+        self.attached: str | None = None
 
     def send(self, method: str, params: dict | None = None, *, timeout: float = 60) -> dict:
         """Send one command (to the page once :meth:`open` attached to it) and wait for its
         reply; events met meanwhile are dropped."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if self.session is not None and not method.startswith("Target."):
-            message["sessionId"] = self.session
+        if self.attached is not None and not method.startswith("Target."):
+            message["sessionId"] = self.attached
         os.write(self._commands, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + timeout
         while True:
@@ -77,7 +77,7 @@ class Browser:
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", {"url": url})["targetId"]
         attached = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})
-        self.session = attached["sessionId"]
+        self.attached = attached["sessionId"]
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page."""

@@ -226,3 +226,23 @@ def test_eval_over_two_processes_writes_one_report_equal_to_one_process(tmp_path
     assert s2["results"].keys() == s1["results"].keys()
     for method, row in s1["results"].items():
         assert s2["results"][method] == pytest.approx(row, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_colorizer_eval_refuses_to_run_whole_in_every_process(tmp_path):
+    from glean_sr.config import GLEANColorizerConfig
+    from glean_sr.models.colorizer import GLEANColorizer
+
+    config = GLEANColorizerConfig(
+        out_size=32, rrdb_channels=8, num_rrdbs=1, style_channels=32, num_mlps=2,
+        channel_table={4: 32, 8: 32, 16: 16, 32: 16}, decoder_channels=16,
+    )  # fmt: skip
+    GLEANColorizer(config).save_pretrained(tmp_path / "colorizer")
+    result = run_cli(
+        "eval", "-m", str(tmp_path / "colorizer"), "--gt", str(tmp_path), "-o", str(tmp_path / "r"),
+        env={"WORLD_SIZE": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "glean-sr eval: error: eval of colorizers runs in one process: start it without torchrun"
+    )

@@ -5,6 +5,7 @@ writes the one report."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..presets import DEMO_MODEL
 
@@ -93,11 +94,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import GleanError
     from ..evaluation.evaluate import EvalOptions, evaluate
     from ..inference.sharding import Shard
 
     metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
     if any(_is_colorizer(m) for m in args.models):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # it would run whole in every process
+            raise GleanError("eval of colorizers runs in one process: start it without torchrun")
         return _run_colorization(args, metrics)
     options = EvalOptions(
         metrics=metrics,
