@@ -344,6 +344,20 @@ def _check_restorer(config: _RestorerConfig, min_size: int) -> None:
     _ = config.bank  # validates the bank's fields
 
 
+def stylegan2_bank_config(config: Any) -> StyleGAN2Config:
+    """The StyleGAN2 bank a restorer or colorizer config describes: its output size, style and
+    mapping fields, ``bank_img_channels`` and widths."""
+    return StyleGAN2Config(
+        resolution=config.out_size,
+        style_channels=config.style_channels,
+        num_mlps=config.num_mlps,
+        blur_kernel=config.blur_kernel,
+        lr_mlp=config.lr_mlp,
+        img_channels=config.bank_img_channels,
+        **width_fields(config),
+    )
+
+
 @dataclass(frozen=True)
 class _RestorerConfig:
     """The fields and derived sizes every bank-based restorer config shares: GLEAN's
@@ -371,15 +385,7 @@ class _RestorerConfig:
 
     @property
     def bank(self) -> StyleGAN2Config:
-        return StyleGAN2Config(
-            resolution=self.out_size,
-            style_channels=self.style_channels,
-            num_mlps=self.num_mlps,
-            blur_kernel=self.blur_kernel,
-            lr_mlp=self.lr_mlp,
-            img_channels=self.bank_img_channels,
-            **width_fields(self),
-        )
+        return stylegan2_bank_config(self)
 
     @property
     def scale(self) -> int:
@@ -573,15 +579,7 @@ class GLEANColorizerConfig:
 
     @property
     def bank(self) -> StyleGAN2Config:
-        return StyleGAN2Config(
-            resolution=self.out_size,
-            style_channels=self.style_channels,
-            num_mlps=self.num_mlps,
-            blur_kernel=self.blur_kernel,
-            lr_mlp=self.lr_mlp,
-            img_channels=self.bank_img_channels,
-            **width_fields(self),
-        )
+        return stylegan2_bank_config(self)
 
     @property
     def channels(self) -> dict[int, int]:
@@ -1128,6 +1126,7 @@ __all__ = [
     "is_power_of_two",
     "nvidia_channels",
     "register_config",
+    "stylegan2_bank_config",
     "stylegan2_channels",
     "width_fields",
 ]
