@@ -315,6 +315,13 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_different_one(assets, tmp_pa
         "train.log_interval",
         "train.stop_at_step",
     ]
+    # a checkpoint written before a recipe key existed resumes: the key compares as its default
+    older = recipe.to_dict()
+    del older["data"]["photos"]
+    assert check_resume(recipe, {"recipe": older}, run) == []
+    older["optim"]["total_steps"] += 1
+    with pytest.raises(ConfigError, match=r"different recipe \(optim.total_steps\)"):
+        check_resume(recipe, {"recipe": older}, run)
 
 
 @pytest.mark.slow

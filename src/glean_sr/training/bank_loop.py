@@ -57,7 +57,7 @@ from .distributed import (
 )
 from .loop import StopRequest, stopped
 from .parts import adam
-from .recipe import recipe_changes
+from .recipe import resume_changes
 from .runlog import RunLog, check_tensorboard
 
 LOSS_NAMES = (
@@ -375,16 +375,8 @@ def start_from_bank(nets: _Nets, source: str, recipe: BankRecipe) -> list[str]:
 def _check_resume(recipe: BankRecipe, state: dict[str, Any], path: Path) -> list[str]:
     if state.get("kind") != "bank":
         raise ConfigError(f"{path} is not a bank training checkpoint (train-bank writes those)")
-    # through the recipe class: sections added since the checkpoint compare as their defaults
     saved = bank_recipe_from_dict(state["recipe"]).to_dict()
-    changed = recipe_changes(saved, recipe.to_dict())
-    fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
-    if fixed:
-        raise ConfigError(
-            f"cannot resume {path} with a different {', '.join(fixed)}: that would not continue "
-            f"the same run (only how it runs may change: {', '.join(sorted(RESUMABLE_CHANGES))})"
-        )
-    return changed
+    return resume_changes(saved, recipe.to_dict(), RESUMABLE_CHANGES, path)
 
 
 # -- outputs ---------------------------------------------------------------------------------------

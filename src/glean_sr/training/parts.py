@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from .distributed import DistInfo, TrainableView, all_gather_objects, barrier, wrap_ddp
 from .ema import EMA
 from .losses import PerceptualLoss
-from .recipe import RESUMABLE_CHANGES, Recipe, recipe_changes, recipe_from_dict
+from .recipe import RESUMABLE_CHANGES, Recipe, recipe_from_dict, resume_changes
 
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -188,15 +188,8 @@ def build_parts(recipe: Recipe, device: torch.device, info: DistInfo) -> Parts:
 def check_resume(recipe: Recipe, state: dict[str, Any], path: Path) -> list[str]:
     """Check that ``recipe`` may continue the run saved in ``state``; returns the keys it changes
     (only those in ``RESUMABLE_CHANGES``: where data lives and how the run is executed)."""
-    changed = recipe_changes(state["recipe"], recipe.to_dict())
-    refused = [k for k in changed if k not in RESUMABLE_CHANGES]
-    if refused:
-        raise ConfigError(
-            f"{path} was written by a run with a different recipe ({', '.join(refused)}); "
-            f"resume with the original recipe (or pass the run's out_dir as RECIPE) or start "
-            f"a new run in another out_dir"
-        )
-    return changed
+    saved = recipe_from_dict(state["recipe"]).to_dict()
+    return resume_changes(saved, recipe.to_dict(), RESUMABLE_CHANGES, path)
 
 
 def restore(parts: Parts, state: dict[str, Any], recipe: Recipe, info: DistInfo) -> None:

@@ -516,6 +516,25 @@ def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
+def resume_changes(
+    saved: dict[str, Any], current: dict[str, Any], resumable: frozenset[str], path: Path
+) -> list[str]:
+    """The keys in which ``current`` changes the run whose checkpoint ``path`` holds ``saved``;
+    refuses a change outside ``resumable`` (where data lives and how the run is executed).
+
+    Both dicts come from the recipe class (``saved`` parsed through it), so a key added to the
+    recipe since the checkpoint was written compares as its default."""
+    changed = recipe_changes(saved, current)
+    refused = [k for k in changed if k not in resumable]
+    if refused:
+        raise ConfigError(
+            f"cannot resume {path}: it was written by a run with a different recipe "
+            f"({', '.join(refused)}); resume with the original recipe (or pass the run's out_dir "
+            f"as RECIPE) or start a new run in another out_dir"
+        )
+    return changed
+
+
 # -- writing TOML -------------------------------------------------------------------------------
 
 
@@ -561,5 +580,6 @@ __all__ = [
     "recipe_changes",
     "recipe_from_dict",
     "recipe_names",
+    "resume_changes",
     "section_from_dict",
 ]
