@@ -1,54 +1,26 @@
-"""GLEAN with a BigGAN bank: the bank path is BigGAN's own computation, the bank stays frozen,
-model directories work with upscale / eval / info, and the training loop teaches a tiny one to
-restore real photos."""
+"""GLEAN with a BigGAN bank (BigGAN-PyTorch's or BigGAN-deep): the bank path is BigGAN's own
+computation, the bank stays frozen, model directories work with upscale / eval / info, and the
+training loop teaches a tiny one to restore real photos."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
 
 import pytest
 import torch
 from PIL import Image
 
 import glean_sr
+from biggan_helpers import TINY, TINY_DEEP, random_bank, random_deep_bank
 from glean_sr.analysis import complexity
-from glean_sr.config import GLEANBigGANConfig, config_to_dict
-from glean_sr.models.biggan import BigGANGenerator
+from glean_sr.config import config_from_dict, config_to_dict
 from glean_sr.models.glean_biggan import GLEANBigGAN
 from glean_sr.models.registry import build_model
 from glean_sr.presets import PRESETS
 from glean_sr.training.recipe import recipe_from_dict
 from glean_sr.weights.biggan_banks import LoadedBigGAN, build_glean_biggan_from_bank
 from training_helpers import make_image_set, read_log, tiny_recipe_dict, train_losses
-
-#: 8 -> 32 around a 32 px BigGAN (three blocks, attention at 16 px): two fusions below the input
-#: size and one above it, two bank features for the decoder.
-TINY = GLEANBigGANConfig(
-    in_size=8,
-    out_size=32,
-    rrdb_channels=8,
-    num_rrdbs=1,
-    ch=4,
-    dim_z=8,
-    shared_dim=4,
-    num_classes=5,
-    attention=(16,),
-)
-
-
-def random_bank(seed: int = 0) -> BigGANGenerator:
-    """A BigGAN generator with random weights and batch-norm statistics, as from a file."""
-    torch.manual_seed(seed)
-    bank = BigGANGenerator(TINY.bank)
-    with torch.no_grad():
-        for name, t in bank.named_buffers():
-            if name.endswith("stored_mean"):
-                t.normal_(0, 0.1)
-            elif name.endswith("stored_var"):
-                t.uniform_(0.5, 2)
-        for block in bank.blocks:
-            for layer in block:
-                if hasattr(layer, "gamma"):
-                    layer.gamma.fill_(0.5)
-    return bank.eval()
 
 
 def test_the_config_counts_the_network_it_describes():
@@ -79,6 +51,45 @@ def test_the_bank_path_is_biggans_own_computation():
         assert sorted(out) == [16, 32]
         image = model.generator.to_rgb(out[32])
         torch.testing.assert_close(image, model.generator.generate(z, labels), atol=1e-6, rtol=0)
+
+
+def test_a_deep_bank_path_is_the_packages_own_computation():
+    """The same with a BigGAN-deep bank: its first layer, blocks and attention in the package's
+    order, fusion once per resolution up to the input size, and the batch-norm statistics of
+    the config's truncation (0.45: interpolated between two stored ones)."""
+    bank = random_deep_bank()
+    model = GLEANBigGAN(TINY_DEEP, bank=bank).eval()
+    assert model.generator is bank
+    with torch.no_grad():
+        for conv in model.fusion:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            for c in range(conv.out_channels):
+                conv.weight[c, c, 1, 1] = 1.0
+        z = 0.45 * torch.randn(2, TINY_DEEP.z_dim)
+        labels = torch.tensor([1, 4])
+        _, feats = model.encode(torch.randn(2, 3, 16, 16))
+        out = model.bank_features(bank.conditions(z, labels), feats)
+        assert sorted(out) == [32, 64]
+        image = bank.to_rgb(out[64], truncation=0.45)
+        torch.testing.assert_close(image, bank.generate(z, labels, 0.45), atol=1e-6, rtol=0)
+        other = bank.generate(z, labels, 1.0)
+        assert (image - other).abs().max() > 1e-3  # the truncation is the config's
+
+
+def test_fusion_comes_where_the_bank_first_reaches_each_size():
+    from glean_sr.models.glean_biggan import bank_fusion_points
+
+    assert bank_fusion_points([8, 16, 32], in_size=8) == [4, 8, 0]
+    deep = TINY_DEEP.bank.block_resolutions
+    assert deep == [4, 8, 8, 16, 16, 32, 32, 64]
+    assert bank_fusion_points(deep, in_size=16) == [4, 0, 8, 0, 16, 0, 0, 0]
+    model = GLEANBigGAN(TINY_DEEP, bank=random_deep_bank())
+    assert TINY_DEEP.parameter_count() == sum(p.numel() for p in model.parameters())
+    counts = model.parameter_counts()
+    assert counts["bank"] == TINY_DEEP.bank.parameter_count()
+    head = model.encoder[-1][-1]
+    assert head.out_features == 9 * 2 * TINY_DEEP.z_dim  # first layer + 8 blocks, [z, y] each
 
 
 def test_the_bank_is_frozen_and_every_trainable_part_learns():
@@ -116,6 +127,41 @@ def test_a_model_is_built_around_a_loaded_bank_and_saved_as_a_directory(tmp_path
     loaded.save(tmp_path / "bank")
     with pytest.raises(glean_sr.GleanError, match="BigGAN latent bank, not a restorer"):
         glean_sr.load_model(tmp_path / "bank")
+
+
+def test_a_deep_model_is_built_around_a_bank_directory_and_saved(tmp_path):
+    """config.json records the bank type, so load_model rebuilds the BigGAN-deep model."""
+    loaded = LoadedBigGAN(generator=random_deep_bank(3), source="test", format="test")
+    loaded.save(tmp_path / "bank")
+    again_bank = glean_sr.load_bank(tmp_path / "bank")
+    model = build_glean_biggan_from_bank(
+        again_bank, 16, rrdb_channels=8, num_rrdbs=1, truncation=0.45
+    )
+    assert model.config == TINY_DEEP
+    model.save_pretrained(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["model_type"] == "glean_biggan_deep" and saved["truncation"] == 0.45
+    again = glean_sr.load_model(tmp_path / "model")
+    assert isinstance(again, GLEANBigGAN) and again.config == TINY_DEEP
+    lq = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model.eval()(lq), again(lq))
+    with pytest.raises(glean_sr.GleanError, match="BigGAN-PyTorch bank keeps one set"):
+        build_glean_biggan_from_bank(random_bank(), 8, truncation=0.5)
+
+
+def test_glean_biggan_configs_keep_their_keys():
+    """A GLEAN-BigGAN config.json holds the keys it always held; one written so reads back."""
+    saved = config_to_dict(TINY)
+    assert list(saved) == [
+        "model_type",
+        *("in_size", "out_size", "img_channels", "rrdb_channels", "num_rrdbs", "ch", "dim_z"),
+        *("shared_dim", "hier", "num_classes", "attention", "num_svs", "num_itrs", "bn_eps"),
+        "sn_eps",
+    ]
+    assert config_from_dict(saved) == TINY
+    tfhub = config_to_dict(dataclasses.replace(TINY, sn_variant="tfhub"))
+    assert tfhub["sn_variant"] == "tfhub" and config_from_dict(tfhub).sn_variant == "tfhub"
 
 
 def test_upscale_eval_and_info_with_a_model_directory(tmp_path, capsys):
@@ -263,6 +309,21 @@ def test_the_discriminator_is_biggan_pytorchs_for_the_generator():
     u = d.linear.u0.clone()
     assert d(torch.randn(3, 3, 32, 32)).shape == (3, 1)
     assert not torch.equal(u, d.linear.u0)  # training mode writes the power iteration back
+
+
+def test_a_deep_bank_trains_against_biggan_pytorchs_discriminator_of_its_size(tmp_path):
+    """BigGAN-deep files hold no discriminator either: BigGAN-PyTorch's at the bank's
+    resolution, D_ch = channel_width, attention at the size of the bank's attention layer."""
+    from glean_sr.training.bank import load_training_bank
+
+    config = dataclasses.replace(TINY_DEEP, channel_width=8)  # attention needs 8 channels
+    generator = random_deep_bank(7, config.bank)
+    LoadedBigGAN(generator=generator, source="test", format="test").save(tmp_path / "bank")
+    bank, disc, notes = load_training_bank(str(tmp_path / "bank"), config, need_discriminator=True)
+    assert bank.config == config.bank
+    assert (disc.config.resolution, disc.config.ch, disc.config.attention) == (64, 8, (32,))
+    assert disc(torch.randn(2, 3, 64, 64)).shape == (2, 1)
+    assert any("channel_width = 8" in n for n in notes)
 
 
 def test_gan_training_on_an_imagenet_layout_starts_the_discriminator_from_scratch(tmp_path):

@@ -124,7 +124,9 @@ def test_saved_and_bare_files_load_without_sizes(tiny_light, tmp_path):
         assert torch.equal(bare(lq), tiny_light(lq))
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("lightglean_")])
+@pytest.mark.parametrize(
+    "name", [n for n, p in PRESETS.items() if p.config.model_type == "lightglean"]
+)
 def test_presets_build_without_download_and_infer_back(name):
     model = build_model(PRESETS[name].config, device="meta")
     assert infer_config(model.state_dict()) == PRESETS[name].config

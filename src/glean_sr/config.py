@@ -470,6 +470,30 @@ class GLEANNoBankConfig(GLEANConfig):
     model_type: ClassVar[str] = "glean_nobank"
 
 
+def _check_light_decoder(config: Any) -> None:
+    """LightGLEAN's decoder fields: ``head_channels`` and ``decoder_reduction``."""
+    _check_int("head_channels", config.head_channels, maximum=MAX_CHANNELS)
+    if not is_power_of_two(config.decoder_reduction) or config.decoder_reduction > MAX_CHANNELS:
+        raise ConfigError(
+            f"decoder_reduction must be a power of two in [1, {MAX_CHANNELS}], "
+            f"got {config.decoder_reduction!r}"
+        )
+
+
+def _light_decoder_params(config: Any) -> int:
+    """Parameters of LightGLEAN's decoder (``glean_sr.models.light_glean.light_decoder``): a
+    pixel-shuffle stage per resolution from in_size, at the bank's widths divided by
+    ``decoder_reduction``, then the two-convolution head of ``head_channels``."""
+    ch, count, width = config.channels, 0, config.channels[config.in_size]
+    for res in config.decoder_resolutions[:-1]:
+        in_ch = width if res == config.in_size else width + ch[res]
+        width = config.decoder_channels(2 * res)
+        count += _conv_params(in_ch, 4 * width)
+    head = config.head_channels
+    last = _conv_params(width + ch[config.out_size], head)
+    return count + last + _conv_params(head, config.img_channels)
+
+
 @dataclass(frozen=True)
 class LightGLEANConfig(_RestorerConfig):
     """LightGLEAN (TPAMI 2023, Sec. 4): the RRDB encoder E0 only, a bank that starts at the
@@ -488,12 +512,7 @@ class LightGLEANConfig(_RestorerConfig):
 
     def __post_init__(self) -> None:
         _check_restorer(self, min_size=8)
-        _check_int("head_channels", self.head_channels, maximum=MAX_CHANNELS)
-        if not is_power_of_two(self.decoder_reduction) or self.decoder_reduction > MAX_CHANNELS:
-            raise ConfigError(
-                f"decoder_reduction must be a power of two in [1, {MAX_CHANNELS}], "
-                f"got {self.decoder_reduction!r}"
-            )
+        _check_light_decoder(self)
         _check_parameter_budget(self)
 
     @property
@@ -515,13 +534,7 @@ class LightGLEANConfig(_RestorerConfig):
         count += _conv_params(self.rrdb_channels, c_in)
         count += _conv_params(c_in, c_half) + 2 * _conv_params(c_half, c_half)  # bank input
         count += self.num_latents * self.style_channels  # the learnable latent codes
-        width = c_in
-        for res in self.decoder_resolutions[:-1]:
-            in_ch = width if res == self.in_size else width + ch[res]
-            width = self.decoder_channels(2 * res)
-            count += _conv_params(in_ch, 4 * width)
-        head = self.head_channels
-        return count + _conv_params(width + ch[self.out_size], head) + _conv_params(head, img)
+        return count + _light_decoder_params(self)
 
 
 @dataclass(frozen=True)
@@ -688,6 +701,13 @@ BIGGAN_ARCH: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 
+#: How a generator in BigGAN-PyTorch's layout normalises the vectors of its spectral norm's power
+#: iteration (:class:`glean_sr.models.biggan_layers.BrockSN`): ``layers.SN`` of BigGAN-PyTorch, or
+#: the ``SpectralNorm`` of its ``TFHub/biggan.py``, the generator that TF Hub's BigGAN weights are
+#: converted into.
+BIGGAN_SN_VARIANTS = ("biggan_pytorch", "tfhub")
+
+
 def _check_flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -715,6 +735,10 @@ def _biggan_fields_check(config: Any, resolution: int) -> None:
     _check_int("num_itrs", config.num_itrs, maximum=MAX_BLOCKS)
     _check_eps("bn_eps", config.bn_eps)
     _check_eps("sn_eps", config.sn_eps)
+    if config.sn_variant not in BIGGAN_SN_VARIANTS:
+        raise ConfigError(
+            f"sn_variant must be one of {list(BIGGAN_SN_VARIANTS)}, got {config.sn_variant!r}"
+        )
     try:
         attention = tuple(sorted(int(r) for r in config.attention))
     except (TypeError, ValueError):
@@ -741,6 +765,9 @@ class BigGANConfig:
     of the number of blocks + 1) is split into equal chunks: the first feeds the linear layer,
     each block takes one beside the shared class embedding (``shared_dim``). The two epsilons
     are not stored in a ``G.pth``; the defaults are those of its ImageNet launch scripts.
+    ``sn_variant`` is one of :data:`BIGGAN_SN_VARIANTS`: ``"tfhub"`` for TF Hub's BigGAN
+    converted by BigGAN-PyTorch's ``TFHub/converter.py``, whose spectral norm normalises by
+    ``|v| + sn_eps``; config.json leaves it out when it is ``"biggan_pytorch"``.
     """
 
     model_type: ClassVar[str] = "biggan"
@@ -756,6 +783,7 @@ class BigGANConfig:
     num_itrs: int = 1
     bn_eps: float = 1e-5
     sn_eps: float = 1e-6
+    sn_variant: str = "biggan_pytorch"
 
     def __post_init__(self) -> None:
         _biggan_fields_check(self, self.resolution)
@@ -765,6 +793,11 @@ class BigGANConfig:
     def resolutions(self) -> list[int]:
         """Output resolutions of the residual blocks: 8, 16, ..., resolution."""
         return [8 * 2**b for b in range(len(BIGGAN_ARCH[self.resolution][0]))]
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        """The output resolution of each block, in order (one block per resolution)."""
+        return self.resolutions
 
     @property
     def channels(self) -> dict[int, int]:
@@ -794,17 +827,25 @@ class BigGANConfig:
         block (``resolutions``)."""
         return [self.z_chunk] + [self.cond_dim] * len(self.resolutions)
 
-    def parameter_count(self) -> int:
+    def parameter_count(self, first_resolution: int | None = None) -> int:
+        """Parameters of the generator; with ``first_resolution``, of the bank LightGLEAN keeps:
+        the blocks producing that resolution and above, without the class embedding, the linear
+        layer and the output layer."""
         ch, cond = self.channels, self.cond_dim
-        count = self.num_classes * self.shared_dim + self.z_chunk * 16 * ch[4] + 16 * ch[4]
+        count = 0
+        if first_resolution is None:
+            last = ch[self.resolution]
+            count += self.num_classes * self.shared_dim + self.z_chunk * 16 * ch[4] + 16 * ch[4]
+            count += 2 * last + _conv_params(last, 3)
         for res in self.resolutions:
+            if first_resolution is not None and res < first_resolution:
+                continue
             c_in, c_out = ch[res // 2], ch[res]
             count += _conv_params(c_in, c_out) + _conv_params(c_out, c_out)
             count += _conv_params(c_in, c_out, 1) + 2 * cond * (c_in + c_out)
             if res in self.attention:
                 count += c_out * c_out * 5 // 4 + 1  # theta, phi (C/8), g (C/2), o, gamma
-        last = ch[self.resolution]
-        return count + 2 * last + _conv_params(last, 3)
+        return count
 
 
 #: pytorch-pretrained-biggan's layer tables (up-sample, in and out width multipliers) of the
@@ -899,54 +940,79 @@ class BigGANDeepConfig:
         """Width of the conditioning vector ``[z, class embedding]``."""
         return 2 * self.z_dim
 
-    def parameter_count(self) -> int:
+    @property
+    def block_resolutions(self) -> list[int]:
+        """The output resolution of each block, in order (4 until the first one up-samples)."""
+        out, res = [], 4
+        for up, _, _ in self.layers:
+            res = 2 * res if up else res
+            out.append(res)
+        return out
+
+    @property
+    def channels(self) -> dict[int, int]:
+        """Feature width per resolution: at 4 the first layer's output, at ``res`` the output
+        of the last block at ``res``."""
+        widths = {4: 16 * self.channel_width}
+        for res, (_, _, m_out) in zip(self.block_resolutions, self.layers, strict=True):
+            widths[res] = self.channel_width * m_out
+        return widths
+
+    @property
+    def condition_sizes(self) -> list[int]:
+        """Sizes of the conditioning vectors, in order: the first layer's input, then one per
+        block (the generator gives all of them the same ``[z, class embedding]``)."""
+        return [self.cond_dim] * (len(self.layers) + 1)
+
+    def parameter_count(self, first_resolution: int | None = None) -> int:
+        """Parameters of the generator; with ``first_resolution``, of the bank LightGLEAN keeps:
+        the blocks producing that resolution and above (with the attention before one of
+        them), without the class embedding, the first layer and the output layers."""
         cw, cond = self.channel_width, self.cond_dim
-        count = self.num_classes * self.z_dim + cond * 16 * 16 * cw + 16 * 16 * cw
-        for _, m_in, m_out in self.layers:
+        count = 0
+        if first_resolution is None:
+            count += self.num_classes * self.z_dim + cond * 16 * 16 * cw + 16 * 16 * cw
+            count += 2 * cw + _conv_params(cw, cw)
+        kept = [
+            i
+            for i, res in enumerate(self.block_resolutions)
+            if first_resolution is None or res >= first_resolution
+        ]
+        for i in kept:
+            _, m_in, m_out = self.layers[i]
             c_in, c_out = cw * m_in, cw * m_out
             mid = c_in // 4
             count += 2 * cond * (c_in + 3 * mid)  # the batch norms' scale and offset
             count += _conv_params(c_in, mid, 1) + 2 * _conv_params(mid, mid)
             count += _conv_params(mid, c_out, 1)
-        c = self.attention_channels
-        count += c * c * 5 // 4 + 1
-        return count + 2 * cw + _conv_params(cw, cw)
+        if self.attention_layer_position in kept:
+            c = self.attention_channels
+            count += c * c * 5 // 4 + 1
+        return count
 
 
-@dataclass(frozen=True)
-class GLEANBigGANConfig:
-    """GLEAN with a BigGAN-PyTorch generator as the latent bank (TPAMI 2023, Sec. 5.3): one
-    restorer for every class the bank was trained on (ImageNet's 1000).
+# -- GLEAN and LightGLEAN around a BigGAN bank ----------------------------------------------------
 
-    ``in_size``, ``out_size``, ``img_channels``, ``rrdb_channels`` and ``num_rrdbs`` mean what
-    they mean in :class:`GLEANConfig`; the other fields are the bank's (:class:`BigGANConfig`,
-    whose resolution is ``out_size``). The defaults describe BigGAN 256 (``G_ch`` 96, a
-    hierarchical ``z`` of 140 = 7 x 20, a 128-wide shared embedding, attention at 64 px).
-    """
 
-    model_type: ClassVar[str] = "glean_biggan"
+class _BigGANRestorer:
+    """What the restorer configs around a BigGAN bank derive from their fields: sizes, widths
+    and parameter counts (a mixin; the dataclasses below hold ``in_size``, ``out_size``,
+    ``img_channels``, ``rrdb_channels``, ``num_rrdbs`` and define ``bank``)."""
 
     in_size: int
     out_size: int
-    img_channels: int = 3
-    rrdb_channels: int = 64
-    num_rrdbs: int = 23
-    ch: int = 96
-    dim_z: int = 140
-    shared_dim: int = 128
-    hier: bool = True
-    num_classes: int = 1000
-    attention: tuple[int, ...] = (64,)
-    num_svs: int = 1
-    num_itrs: int = 1
-    bn_eps: float = 1e-5
-    sn_eps: float = 1e-6
+    img_channels: int
+    rrdb_channels: int
+    num_rrdbs: int
+    bank: Any
 
-    def __post_init__(self) -> None:
+    def _check_restorer_fields(self, min_size: int) -> None:
         for name in ("in_size", "out_size"):
             value = getattr(self, name)
-            if not is_power_of_two(value) or not 4 <= value <= 1024:
-                raise ConfigError(f"{name} must be a power of two in [4, 1024], got {value!r}")
+            if not is_power_of_two(value) or not min_size <= value <= 1024:
+                raise ConfigError(
+                    f"{name} must be a power of two in [{min_size}, 1024], got {value!r}"
+                )
         if self.in_size >= self.out_size:
             raise ConfigError(
                 f"in_size must be smaller than out_size, got {self.in_size} and {self.out_size}"
@@ -954,13 +1020,6 @@ class GLEANBigGANConfig:
         _check_int("img_channels", self.img_channels, maximum=MAX_IMAGE_CHANNELS)
         _check_int("rrdb_channels", self.rrdb_channels, maximum=MAX_CHANNELS)
         _check_int("num_rrdbs", self.num_rrdbs, minimum=0, maximum=MAX_BLOCKS)
-        _biggan_fields_check(self, self.out_size)
-        _check_parameter_budget(self)
-
-    @property
-    def bank(self) -> BigGANConfig:
-        names = [f.name for f in dataclasses.fields(BigGANConfig) if f.name != "resolution"]
-        return BigGANConfig(resolution=self.out_size, **{n: getattr(self, n) for n in names})
 
     @property
     def scale(self) -> int:
@@ -1015,6 +1074,185 @@ class GLEANBigGANConfig:
         return count
 
 
+class _LightBigGANRestorer(_BigGANRestorer):
+    """LightGLEAN's derived sizes around a BigGAN bank (a mixin, as above; the dataclasses add
+    ``decoder_reduction`` and ``head_channels``)."""
+
+    decoder_reduction: int
+    head_channels: int
+
+    @property
+    def bank_blocks(self) -> list[int]:
+        """Indices of the bank's blocks LightGLEAN keeps: those producing in_size and above."""
+        resolutions = self.bank.block_resolutions
+        return [i for i, res in enumerate(resolutions) if res >= self.in_size]
+
+    def decoder_channels(self, res: int) -> int:
+        """Width of the decoder's features at ``res`` (in_size < res <= out_size)."""
+        return max(self.channels[res] // self.decoder_reduction, 1)
+
+    def parameter_count(self) -> int:
+        """Parameters of the network this config describes (the kept bank blocks included),
+        from the fields alone, as ``glean_sr.models.light_glean_biggan`` builds them."""
+        ch, img = self.channels, self.img_channels
+        c_in, c_half = ch[self.in_size], ch[self.in_size // 2]
+        count = self.bank.parameter_count(first_resolution=self.in_size)
+        count += _rrdb_trunk_params(img, self.rrdb_channels, self.num_rrdbs)
+        count += _conv_params(self.rrdb_channels, c_in)
+        count += _conv_params(c_in, c_half) + 2 * _conv_params(c_half, c_half)  # bank input
+        count += len(self.bank_blocks) * self.bank.cond_dim  # the learnable conditions
+        return count + _light_decoder_params(self)
+
+
+def _check_truncation(value: Any) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and 0 < value <= 1):
+        raise ConfigError(f"truncation must be a number in (0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class GLEANBigGANConfig(_BigGANRestorer):
+    """GLEAN with a BigGAN-PyTorch generator as the latent bank (TPAMI 2023, Sec. 5.3): one
+    restorer for every class the bank was trained on (ImageNet's 1000).
+
+    ``in_size``, ``out_size``, ``img_channels``, ``rrdb_channels`` and ``num_rrdbs`` mean what
+    they mean in :class:`GLEANConfig`; the other fields are the bank's (:class:`BigGANConfig`,
+    whose resolution is ``out_size``). The defaults describe BigGAN 256 (``G_ch`` 96, a
+    hierarchical ``z`` of 140 = 7 x 20, a 128-wide shared embedding, attention at 64 px).
+    """
+
+    model_type: ClassVar[str] = "glean_biggan"
+
+    in_size: int
+    out_size: int
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    ch: int = 96
+    dim_z: int = 140
+    shared_dim: int = 128
+    hier: bool = True
+    num_classes: int = 1000
+    attention: tuple[int, ...] = (64,)
+    num_svs: int = 1
+    num_itrs: int = 1
+    bn_eps: float = 1e-5
+    sn_eps: float = 1e-6
+    sn_variant: str = "biggan_pytorch"
+
+    def __post_init__(self) -> None:
+        self._check_restorer_fields(min_size=4)
+        _biggan_fields_check(self, self.out_size)
+        _check_parameter_budget(self)
+
+    @property
+    def bank(self) -> BigGANConfig:
+        names = [f.name for f in dataclasses.fields(BigGANConfig) if f.name != "resolution"]
+        return BigGANConfig(resolution=self.out_size, **{n: getattr(self, n) for n in names})
+
+    @property
+    def truncation(self) -> float:
+        """BigGAN-PyTorch's batch norms keep one set of statistics, so there is no truncation
+        to choose: 1.0, which its blocks ignore."""
+        return 1.0
+
+
+@dataclass(frozen=True)
+class LightGLEANBigGANConfig(_LightBigGANRestorer, GLEANBigGANConfig):
+    """LightGLEAN (TPAMI 2023, Sec. 4) with a BigGAN-PyTorch bank (Sec. 5.3, Table 6): the
+    fields of :class:`GLEANBigGANConfig` plus LightGLEAN's ``decoder_reduction`` and
+    ``head_channels`` (:class:`LightGLEANConfig`). ``8 <= in_size``: the bank's first kept
+    block up-samples from in_size / 2.
+    """
+
+    model_type: ClassVar[str] = "lightglean_biggan"
+
+    decoder_reduction: int = 4
+    head_channels: int = 8
+
+    def __post_init__(self) -> None:
+        self._check_restorer_fields(min_size=8)
+        _biggan_fields_check(self, self.out_size)
+        _check_light_decoder(self)
+        _check_parameter_budget(self)
+
+
+@dataclass(frozen=True)
+class GLEANBigGANDeepConfig(_BigGANRestorer):
+    """GLEAN with a BigGAN-deep bank (pytorch-pretrained-biggan's ``BigGAN``, TF Hub's
+    ``biggan-deep-{128,256,512}``).
+
+    ``in_size`` .. ``num_rrdbs`` mean what they mean in :class:`GLEANBigGANConfig`; ``layers``
+    .. ``n_stats`` are the bank's (:class:`BigGANDeepConfig`, whose resolution is
+    ``out_size``), and ``layers`` left unset is the released table for ``out_size`` (128, 256
+    or 512 px). Every block that does not up-sample must keep its width, as in the released
+    tables: GLEAN takes one width per resolution. ``truncation`` in (0, 1] picks the bank's
+    batch-norm statistics as its ``generate`` does; the default 1.0 (those of untruncated
+    samples) suits conditioning vectors that the encoder predicts without bound.
+    """
+
+    model_type: ClassVar[str] = "glean_biggan_deep"
+
+    in_size: int
+    out_size: int
+    img_channels: int = 3
+    rrdb_channels: int = 64
+    num_rrdbs: int = 23
+    layers: tuple[tuple[bool, int, int], ...] | None = None
+    z_dim: int = 128
+    channel_width: int = 128
+    num_classes: int = 1000
+    attention_layer_position: int = 8
+    eps: float = 1e-4
+    n_stats: int = 51
+    truncation: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check_restorer_fields(min_size=4)
+        self._check_deep_bank()
+        _check_parameter_budget(self)
+
+    def _check_deep_bank(self) -> None:
+        if self.layers is None:
+            if self.out_size not in BIGGAN_DEEP_LAYERS:
+                raise ConfigError(
+                    f"layers: BigGAN-deep was released at {sorted(BIGGAN_DEEP_LAYERS)} px, not "
+                    f"{self.out_size}; give the bank's layers"
+                )
+            object.__setattr__(self, "layers", BIGGAN_DEEP_LAYERS[self.out_size])
+        object.__setattr__(self, "layers", self.bank.layers)  # validated, tuples of tuples
+        _check_truncation(self.truncation)
+        for i, (up, m_in, m_out) in enumerate(self.layers):
+            if not up and m_in != m_out:
+                raise ConfigError(
+                    f"layers[{i}] changes the width without up-sampling ({m_in} -> {m_out}); "
+                    f"GLEAN takes one width per resolution"
+                )
+
+    @property
+    def bank(self) -> BigGANDeepConfig:
+        names = [f.name for f in dataclasses.fields(BigGANDeepConfig) if f.name != "resolution"]
+        return BigGANDeepConfig(resolution=self.out_size, **{n: getattr(self, n) for n in names})
+
+
+@dataclass(frozen=True)
+class LightGLEANBigGANDeepConfig(_LightBigGANRestorer, GLEANBigGANDeepConfig):
+    """LightGLEAN with a BigGAN-deep bank: the fields of :class:`GLEANBigGANDeepConfig` plus
+    ``decoder_reduction`` and ``head_channels`` (:class:`LightGLEANConfig`); ``8 <= in_size``.
+    """
+
+    model_type: ClassVar[str] = "lightglean_biggan_deep"
+
+    decoder_reduction: int = 4
+    head_channels: int = 8
+
+    def __post_init__(self) -> None:
+        self._check_restorer_fields(min_size=8)
+        self._check_deep_bank()
+        _check_light_decoder(self)
+        _check_parameter_budget(self)
+
+
 def describe_size(config: Any) -> str:
     """What a restorer config maps, in words: ``"16 -> 256"`` for a fixed input size,
     ``"x4, any size"`` for a fully convolutional network."""
@@ -1041,7 +1279,15 @@ register_config(RealESRGANConfig)
 register_config(BigGANConfig)
 register_config(BigGANDeepConfig)
 register_config(GLEANBigGANConfig)
+register_config(LightGLEANBigGANConfig)
+register_config(GLEANBigGANDeepConfig)
+register_config(LightGLEANBigGANDeepConfig)
 register_config(GLEANColorizerConfig)
+
+
+#: fields left out of ``config.json`` at these values, so that files written before the fields
+#: existed read back unchanged and are written unchanged
+_OMITTED_DEFAULTS = {"bank_img_channels": 3, "sn_variant": "biggan_pytorch"}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -1051,8 +1297,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.name in WIDTH_FIELDS and value is None:
             continue  # unset width descriptions stay out: older files read back the same
-        if f.name == "bank_img_channels" and value == 3:
-            continue  # likewise the RGB bank every released file has
+        if _OMITTED_DEFAULTS.get(f.name, dataclasses.MISSING) == value:
+            continue  # likewise the RGB bank every released file has, BigGAN-PyTorch's SN
         if f.name == "channel_table":
             out[f.name] = {str(res): width for res, width in value}  # JSON keys are strings
         else:
@@ -1104,6 +1350,7 @@ def config_from_dict(data: dict[str, Any], expected_type: str | None = None) -> 
 
 
 __all__ = [
+    "BIGGAN_SN_VARIANTS",
     "MAX_BLOCKS",
     "MAX_CHANNELS",
     "MAX_CHANNEL_MULTIPLIER",
@@ -1112,9 +1359,12 @@ __all__ = [
     "BigGANConfig",
     "BigGANDeepConfig",
     "GLEANBigGANConfig",
+    "GLEANBigGANDeepConfig",
     "GLEANColorizerConfig",
     "GLEANConfig",
     "GLEANNoBankConfig",
+    "LightGLEANBigGANConfig",
+    "LightGLEANBigGANDeepConfig",
     "LightGLEANConfig",
     "RealESRGANConfig",
     "StyleGAN2Config",

@@ -15,6 +15,7 @@ from .config import (
     GLEANBigGANConfig,
     GLEANColorizerConfig,
     GLEANConfig,
+    LightGLEANBigGANConfig,
     LightGLEANConfig,
     RealESRGANConfig,
     StyleGAN2Config,
@@ -179,6 +180,17 @@ for _name, _in in [("glean_biggan_imagenet_8x", 32), ("glean_biggan_imagenet_4x"
         GLEANBigGANConfig(in_size=_in, out_size=256),
         "imagenet",
         f"GLEAN-BigGAN {_in} -> 256 for ImageNet classes (architecture only, no released weights)",
+    )
+
+#: LightGLEAN with the same BigGAN bank (TPAMI 2023, Sec. 4 and 5.3, Table 6): architectures to
+#: train (``glean-sr train lightglean_biggan_imagenet_<4x|8x>``); no weights were released.
+for _name, _in in [("lightglean_biggan_imagenet_8x", 32), ("lightglean_biggan_imagenet_4x", 64)]:
+    PRESETS[_name] = Preset(
+        _name,
+        LightGLEANBigGANConfig(in_size=_in, out_size=256),
+        "imagenet",
+        f"LightGLEAN-BigGAN {_in} -> 256 for ImageNet classes (architecture only, no released "
+        f"weights)",
     )
 
 _REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"

@@ -17,9 +17,15 @@ Numerics: ``layers.SN`` (one power iteration on every forward, in eval mode too;
 the stored statistics in eval mode and the batch's in training mode, as that code does. The
 output layer's batch norm has epsilon 1e-5 whatever ``bn_eps`` is (the code builds it without
 one).
+
+Built with ``first_resolution``, the generator keeps only the blocks producing that resolution
+and above, under their full-generator keys (LightGLEAN's bank, TPAMI Sec. 4); it has no class
+embedding, linear layer or output layer and cannot sample images itself.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +38,23 @@ from .biggan_layers import BrockSNConv2d, BrockSNLinear, self_attention
 OUTPUT_BN_EPS = 1e-5
 
 
+def sn_options(config: BigGANConfig) -> dict[str, Any]:
+    """The spectral-norm arguments of every layer of ``config``'s generator."""
+    return {
+        "num_svs": config.num_svs,
+        "num_itrs": config.num_itrs,
+        "eps": config.sn_eps,
+        "variant": config.sn_variant,
+    }
+
+
 class ClassConditionalBN(nn.Module):
     """``layers.ccbn``: batch norm without affine parameters, then ``* (1 + gain(y)) + bias(y)``
     where ``gain`` and ``bias`` are spectrally normalised linear maps of the block's vector."""
 
     def __init__(self, channels: int, cond_dim: int, config: BigGANConfig):
         super().__init__()
-        sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
+        sn = sn_options(config)
         self.gain = BrockSNLinear(cond_dim, channels, bias=False, **sn)
         self.bias = BrockSNLinear(cond_dim, channels, bias=False, **sn)
         self.eps = config.bn_eps
@@ -60,7 +76,7 @@ class GBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, config: BigGANConfig):
         super().__init__()
-        sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
+        sn = sn_options(config)
         self.conv1 = BrockSNConv2d(c_in, c_out, 3, **sn)
         self.conv2 = BrockSNConv2d(c_out, c_out, 3, **sn)
         self.conv_sc = BrockSNConv2d(c_in, c_out, 1, **sn)
@@ -79,7 +95,7 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, config: BigGANConfig):
         super().__init__()
-        sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
+        sn = sn_options(config)
         self.theta = BrockSNConv2d(channels, channels // 8, 1, bias=False, **sn)
         self.phi = BrockSNConv2d(channels, channels // 8, 1, bias=False, **sn)
         self.g = BrockSNConv2d(channels, channels // 2, 1, bias=False, **sn)
@@ -114,27 +130,39 @@ class OutputBN(nn.Module):
 
 
 class BigGANGenerator(nn.Module):
-    """BigGAN-PyTorch's ``Generator`` with a shared class embedding (``G_shared``)."""
+    """BigGAN-PyTorch's ``Generator`` with a shared class embedding (``G_shared``).
 
-    def __init__(self, config: BigGANConfig):
+    GLEAN drives it piece by piece: :meth:`stem`, then :meth:`run_block` for each block.
+    """
+
+    def __init__(self, config: BigGANConfig, *, first_resolution: int | None = None):
         super().__init__()
+        if first_resolution is not None and first_resolution not in config.resolutions:
+            raise ValueError(
+                f"first_resolution must be one of {config.resolutions}, got {first_resolution}"
+            )
         self.config = config
+        self.first_resolution = first_resolution
         ch = config.channels
-        sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
-        # nn.Embedding's own N(0, 1) init, drawn by a factory (free on the meta device)
-        shared = torch.randn(config.num_classes, config.shared_dim)
-        self.shared = nn.Embedding(config.num_classes, config.shared_dim, _weight=shared)
-        self.linear = BrockSNLinear(config.z_chunk, 16 * ch[4], **sn)
+        sn = sn_options(config)
+        if first_resolution is None:
+            # nn.Embedding's own N(0, 1) init, drawn by a factory (free on the meta device)
+            shared = torch.randn(config.num_classes, config.shared_dim)
+            self.shared = nn.Embedding(config.num_classes, config.shared_dim, _weight=shared)
+            self.linear = BrockSNLinear(config.z_chunk, 16 * ch[4], **sn)
         self.blocks = nn.ModuleList()
         for res in config.resolutions:
-            stage = [GBlock(ch[res // 2], ch[res], config)]
-            if res in config.attention:
-                stage.append(Attention(ch[res], config))
+            stage = []
+            if first_resolution is None or res >= first_resolution:  # else a placeholder
+                stage.append(GBlock(ch[res // 2], ch[res], config))
+                if res in config.attention:
+                    stage.append(Attention(ch[res], config))
             self.blocks.append(nn.ModuleList(stage))
-        last = ch[config.resolution]
-        self.output_layer = nn.Sequential(
-            OutputBN(last), nn.ReLU(), BrockSNConv2d(last, 3, 3, **sn)
-        )
+        if first_resolution is None:
+            last = ch[config.resolution]
+            self.output_layer = nn.Sequential(
+                OutputBN(last), nn.ReLU(), BrockSNConv2d(last, 3, 3, **sn)
+            )
 
     # -- the pieces GLEAN drives one by one ------------------------------------------------------
 
@@ -143,17 +171,19 @@ class BigGANGenerator(nn.Module):
         ``class_labels: [N]`` int64: ``[z_0, [y, z_1], ..., [y, z_B]]`` with a hierarchical
         ``z``, else ``[z, y, ..., y]``, where ``y = shared(class_labels)`` (sizes
         ``config.condition_sizes``)."""
+        self.check_complete()
         return self.conditions_from_embedding(z, self.shared(class_labels))
 
     def stem(self, c0: Tensor) -> Tensor:
         """``c0: [N, condition_sizes[0]]`` -> the 4x4 feature ``[N, channels[4], 4, 4]``."""
         return self.linear(c0).view(c0.shape[0], -1, 4, 4)  # [N, 16 ch, 4, 4]
 
-    def block(self, res: int, x: Tensor, cond: Tensor) -> Tensor:
-        """The block that up-samples ``x: [N, channels[res / 2], res / 2, res / 2]`` to
-        ``[N, channels[res], res, res]`` (with its attention), conditioned on
-        ``cond: [N, cond_dim]``."""
-        for layer in self.blocks[self.config.resolutions.index(res)]:
+    def run_block(self, index: int, x: Tensor, cond: Tensor, truncation: float = 1.0) -> Tensor:
+        """Block ``index``, which up-samples ``x: [N, channels[res / 2], res / 2, res / 2]`` to
+        ``[N, channels[res], res, res]`` for ``res = block_resolutions[index]`` (with its
+        attention), conditioned on ``cond: [N, cond_dim]``. ``truncation`` is unused (the
+        batch norms keep one set of statistics); BigGAN-deep's blocks take it."""
+        for layer in self.blocks[index]:
             x = layer(x, cond)
         return x
 
@@ -165,11 +195,20 @@ class BigGANGenerator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         """The code's ``G(z, y)``: ``z: [N, dim_z]``, ``y = shared(labels): [N, shared_dim]``."""
+        self.check_complete()
         conds = self.conditions_from_embedding(z, y)
         x = self.stem(conds[0])
-        for res, cond in zip(self.config.resolutions, conds[1:], strict=True):
-            x = self.block(res, x, cond)
+        for index, cond in enumerate(conds[1:]):
+            x = self.run_block(index, x, cond)
         return self.to_rgb(x)
+
+    def check_complete(self) -> None:
+        """Raise ``ValueError`` if this generator keeps only some blocks (LightGLEAN's bank)."""
+        if self.first_resolution is not None:
+            raise ValueError(
+                f"this BigGAN keeps only its blocks from {self.first_resolution} px up "
+                f"(LightGLEAN's bank) and cannot sample images"
+            )
 
     def conditions_from_embedding(self, z: Tensor, y: Tensor) -> list[Tensor]:
         """As :meth:`conditions`, from the embedded classes ``y: [N, shared_dim]``."""
@@ -183,14 +222,16 @@ class BigGANGenerator(nn.Module):
         takes it (its samplers draw ``z`` from a normal or truncated normal; the truncation
         lives in ``z``, the network has no truncation input). ``truncation`` is checked to be
         in (0, 1] and otherwise unused. Returns ``[N, 3, R, R]`` RGB in [-1, 1]."""
+        self.check_complete()
         check_generate_inputs(z, class_labels, truncation, self.config.dim_z, self.config)
         return self(z, self.shared(class_labels))
 
     def extra_repr(self) -> str:
         c = self.config
+        kept = "" if self.first_resolution is None else f", from {self.first_resolution} px"
         return (
             f"resolution={c.resolution}, ch={c.ch}, dim_z={c.dim_z}, hier={c.hier}, "
-            f"attention={list(c.attention)}, num_classes={c.num_classes}"
+            f"attention={list(c.attention)}, num_classes={c.num_classes}{kept}"
         )
 
 
@@ -213,4 +254,4 @@ def check_generate_inputs(
         raise ValueError(f"truncation must be in (0, 1], got {truncation}")
 
 
-__all__ = ["BigGANGenerator", "check_generate_inputs"]
+__all__ = ["BigGANGenerator", "check_generate_inputs", "sn_options"]

@@ -16,6 +16,11 @@ Numerics are that code's: spectral norm as ``torch.nn.utils.spectral_norm`` (the
 in eval mode), batch-norm statistics chosen by the truncation (TF Hub stored them for 51
 truncations; between two, the package's ``math.modf`` interpolation, which weights the lower
 entry by the fractional part), the first layer's output read as ``[N, 4, 4, C]`` and permuted.
+
+Built with ``first_resolution``, the generator keeps only the blocks producing that resolution
+and above (and the attention layer if it stands before one of them), under their
+full-generator keys (LightGLEAN's bank, TPAMI Sec. 4); it has no class embedding, first layer
+or output layers and cannot sample images itself.
 """
 
 from __future__ import annotations
@@ -125,55 +130,118 @@ class SelfAttn(nn.Module):
 
 
 class _Synthesis(nn.Module):
-    """The package's ``Generator``: everything after the class embedding."""
+    """The package's ``Generator``: everything after the class embedding. ``layers`` holds the
+    blocks with the attention layer before block ``attention_layer_position``; with
+    ``first_resolution`` the layers not kept are parameter-free placeholders."""
 
-    def __init__(self, config: BigGANDeepConfig):
+    def __init__(self, config: BigGANDeepConfig, first_resolution: int | None):
         super().__init__()
         cw, eps = config.channel_width, config.eps
-        self.gen_z = TorchSNLinear(config.cond_dim, 4 * 4 * 16 * cw, eps=eps)
+        if first_resolution is None:
+            self.gen_z = TorchSNLinear(config.cond_dim, 4 * 4 * 16 * cw, eps=eps)
         self.layers = nn.ModuleList()
-        for i, (up, m_in, m_out) in enumerate(config.layers):
+        blocks = zip(config.layers, config.block_resolutions, strict=True)
+        for i, ((up, m_in, m_out), res) in enumerate(blocks):
+            kept = first_resolution is None or res >= first_resolution
             if i == config.attention_layer_position:
-                self.layers.append(SelfAttn(cw * m_in, eps))
-            self.layers.append(GenBlock(cw * m_in, cw * m_out, up, config))
-        self.bn = TruncationBN(cw, None, config)
-        self.conv_to_rgb = TorchSNConv2d(cw, cw, 3, eps=eps)
+                self.layers.append(SelfAttn(cw * m_in, eps) if kept else nn.Identity())
+            self.layers.append(
+                GenBlock(cw * m_in, cw * m_out, up, config) if kept else nn.Identity()
+            )
+        if first_resolution is None:
+            self.bn = TruncationBN(cw, None, config)
+            self.conv_to_rgb = TorchSNConv2d(cw, cw, 3, eps=eps)
 
 
 class BigGANDeepGenerator(nn.Module):
-    """pytorch-pretrained-biggan's ``BigGAN`` (``embeddings`` + ``generator``)."""
+    """pytorch-pretrained-biggan's ``BigGAN`` (``embeddings`` + ``generator``).
 
-    def __init__(self, config: BigGANDeepConfig):
+    GLEAN drives it piece by piece: :meth:`stem`, then :meth:`run_block` for each block.
+    """
+
+    def __init__(self, config: BigGANDeepConfig, *, first_resolution: int | None = None):
         super().__init__()
+        resolutions = sorted(set(config.block_resolutions))
+        if first_resolution is not None and first_resolution not in resolutions:
+            raise ValueError(
+                f"first_resolution must be one of {resolutions}, got {first_resolution}"
+            )
         self.config = config
-        self.embeddings = nn.Linear(config.num_classes, config.z_dim, bias=False)
-        self.generator = _Synthesis(config)
+        self.first_resolution = first_resolution
+        if first_resolution is None:
+            self.embeddings = nn.Linear(config.num_classes, config.z_dim, bias=False)
+        self.generator = _Synthesis(config, first_resolution)
+
+    # -- the pieces GLEAN drives one by one ------------------------------------------------------
+
+    def conditions(self, z: Tensor, class_labels: Tensor) -> list[Tensor]:
+        """The conditioning vectors the package derives from ``z: [N, z_dim]`` and
+        ``class_labels: [N]`` int64 (one-hot): ``[z, embedding]`` for the first layer and for
+        every block (sizes ``config.condition_sizes``)."""
+        self.check_complete()
+        one_hot = F.one_hot(class_labels, self.config.num_classes).to(z.dtype)
+        cond = torch.cat((z, self.embeddings(one_hot)), dim=1)  # [N, 2 z_dim]
+        return [cond] * len(self.config.condition_sizes)
+
+    def stem(self, c0: Tensor) -> Tensor:
+        """``c0: [N, cond_dim]`` -> the 4x4 feature ``[N, channels[4], 4, 4]`` (the first
+        layer's output is laid out as TF's ``[N, 4, 4, C]``)."""
+        width = 16 * self.config.channel_width
+        x = self.generator.gen_z(c0).view(-1, 4, 4, width)  # [N, 4, 4, C]
+        return x.permute(0, 3, 1, 2).contiguous()  # [N, C, 4, 4]
+
+    def run_block(self, index: int, x: Tensor, cond: Tensor, truncation: float = 1.0) -> Tensor:
+        """Block ``index`` (preceded by the attention layer when it stands before it) on
+        ``x: [N, C, H, W]``, conditioned on ``cond: [N, cond_dim]``, with the batch-norm
+        statistics of ``truncation``; the output is at ``block_resolutions[index]``."""
+        position = self.config.attention_layer_position
+        if index == position:
+            x = self.generator.layers[index](x)
+        after_attention = 1 if index >= position else 0  # layers holds the attention too
+        return self.generator.layers[index + after_attention](x, cond, truncation)
+
+    def to_rgb(self, x: Tensor, truncation: float = 1.0) -> Tensor:
+        """``[N, channel_width, R, R]`` -> image ``[N, 3, R, R]`` in [-1, 1]: batch norm with
+        the statistics of ``truncation``, ReLU, 3x3 conv (its first 3 channels), tanh."""
+        g = self.generator
+        return torch.tanh(g.conv_to_rgb(F.relu(g.bn(x, truncation)))[:, :3])
+
+    # -- sampling ----------------------------------------------------------------------------------
 
     def forward(self, z: Tensor, class_vector: Tensor, truncation: float) -> Tensor:
         """The package's ``model(z, class_vector, truncation)``: ``z: [N, z_dim]``,
         ``class_vector: [N, num_classes]`` (one-hot or a mixture) -> ``[N, 3, R, R]``."""
+        self.check_complete()
         cond = torch.cat((z, self.embeddings(class_vector)), dim=1)  # [N, 2 z_dim]
-        g, width = self.generator, 16 * self.config.channel_width
-        x = g.gen_z(cond).view(-1, 4, 4, width).permute(0, 3, 1, 2).contiguous()  # [N, C, 4, 4]
-        for layer in g.layers:
-            x = layer(x, cond, truncation) if isinstance(layer, GenBlock) else layer(x)
-        x = g.conv_to_rgb(F.relu(g.bn(x, truncation)))
-        return torch.tanh(x[:, :3])
+        x = self.stem(cond)
+        for index in range(len(self.config.layers)):
+            x = self.run_block(index, x, cond, truncation)
+        return self.to_rgb(x, truncation)
+
+    def check_complete(self) -> None:
+        """Raise ``ValueError`` if this generator keeps only some blocks (LightGLEAN's bank)."""
+        if self.first_resolution is not None:
+            raise ValueError(
+                f"this BigGAN-deep keeps only its blocks from {self.first_resolution} px up "
+                f"(LightGLEAN's bank) and cannot sample images"
+            )
 
     def generate(self, z: Tensor, class_labels: Tensor, truncation: float = 1.0) -> Tensor:
         """Images of classes ``class_labels: [N]`` (int64, one-hot encoded as the package's
         ``one_hot_from_*`` helpers do) from ``z: [N, z_dim]`` as the package takes it (its
         ``truncated_noise_sample`` draws ``truncation * truncnorm(-2, 2)``), with the batch-norm
         statistics of ``truncation`` in (0, 1]. Returns ``[N, 3, R, R]`` RGB in [-1, 1]."""
+        self.check_complete()
         check_generate_inputs(z, class_labels, truncation, self.config.z_dim, self.config)
         one_hot = F.one_hot(class_labels, self.config.num_classes).to(z.dtype)
         return self(z, one_hot, truncation)
 
     def extra_repr(self) -> str:
         c = self.config
+        kept = "" if self.first_resolution is None else f", from {self.first_resolution} px"
         return (
             f"resolution={c.resolution}, channel_width={c.channel_width}, z_dim={c.z_dim}, "
-            f"blocks={len(c.layers)}, attention before block {c.attention_layer_position}"
+            f"blocks={len(c.layers)}, attention before block {c.attention_layer_position}{kept}"
         )
 
 

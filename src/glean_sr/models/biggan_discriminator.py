@@ -8,15 +8,24 @@ spectral norm (:class:`~glean_sr.models.biggan_layers.BrockSN`: one power iterat
 forward, written back in training mode) and orthogonal initialisation. A restorer's output
 comes without a class label, so the class-projection term of the original is left out: the
 output is ``linear(sum(relu(h)))``, one logit per image.
+
+Its spectral norm is always BigGAN-PyTorch's ``layers.SN``, which writes its power iteration
+back in training mode (a bank converted from TF Hub computes with another variant, which never
+does). For a BigGAN-deep bank, :func:`discriminator_config` describes the discriminator of the
+same size in BigGAN-PyTorch's ``BigGAN.py`` terms (``D_ch`` = ``channel_width``, attention
+at the resolution of the bank's attention layer).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import BigGANConfig
+from ..config import BIGGAN_ARCH, BigGANConfig, BigGANDeepConfig
+from ..errors import ConfigError
 from .biggan import Attention
 from .biggan_layers import BrockSN, BrockSNConv2d, BrockSNLinear
 
@@ -71,6 +80,11 @@ class BigGANDiscriminator(nn.Module):
         outs = [config.ch * m for m in mults]
         ins = [3, *outs[:-1]]
         sn = {"num_svs": config.num_svs, "num_itrs": config.num_itrs, "eps": config.sn_eps}
+        if config.sn_variant != "biggan_pytorch":
+            raise ValueError(
+                f"the discriminator uses BigGAN-PyTorch's spectral norm; got sn_variant "
+                f"{config.sn_variant!r} (build it from discriminator_config(bank_config))"
+            )
         self.blocks = nn.ModuleList()
         for i, (c_in, c_out, down, key) in enumerate(zip(ins, outs, downs, keys, strict=True)):
             stage = [DBlock(c_in, c_out, preactivation=i > 0, downsample=down, sn=sn)]
@@ -96,4 +110,31 @@ class BigGANDiscriminator(nn.Module):
         return f"resolution={c.resolution}, ch={c.ch}, attention={list(c.attention)}"
 
 
-__all__ = ["D_ARCH", "BigGANDiscriminator"]
+def discriminator_config(bank: BigGANConfig | BigGANDeepConfig) -> BigGANConfig:
+    """The :class:`BigGANConfig` whose discriminator a restorer around ``bank`` trains against:
+    the bank's own for a BigGAN-PyTorch bank (its spectral norm BigGAN-PyTorch's, with that
+    code's default epsilon where the bank came from TF Hub); for BigGAN-deep, ``D_ch`` =
+    ``channel_width`` and attention where the bank's is. Raises ``ConfigError`` for a
+    resolution BigGAN-PyTorch has no discriminator for."""
+    if isinstance(bank, BigGANConfig):
+        if bank.sn_variant == "biggan_pytorch":
+            return bank
+        default_eps = BigGANConfig.__dataclass_fields__["sn_eps"].default
+        return dataclasses.replace(bank, sn_variant="biggan_pytorch", sn_eps=default_eps)
+    if bank.resolution not in BIGGAN_ARCH:
+        raise ConfigError(
+            f"BigGAN-PyTorch has discriminators for {sorted(BIGGAN_ARCH)} px, not for this "
+            f"{bank.resolution} px BigGAN-deep bank; set loss.gan_weight=0"
+        )
+    up, _, _ = bank.layers[bank.attention_layer_position]
+    attention = bank.block_resolutions[bank.attention_layer_position] // (2 if up else 1)
+    return BigGANConfig(
+        resolution=bank.resolution,
+        ch=bank.channel_width,
+        num_classes=bank.num_classes,
+        attention=(attention,) if attention >= 8 else (),
+        hier=False,
+    )
+
+
+__all__ = ["D_ARCH", "BigGANDiscriminator", "discriminator_config"]

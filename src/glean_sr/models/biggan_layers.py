@@ -13,7 +13,10 @@ differ in when they iterate, and a bank must reproduce its own:
   for ``num_svs`` singular vectors; every forward, in eval mode too, runs ``num_itrs`` power
   iterations (Gram-Schmidt against the earlier vectors) from the stored ``u`` and divides by the
   first singular value it finds. Only training mode writes the new ``u`` and ``sv`` back, so in
-  eval mode every call gives what the first call after loading gives.
+  eval mode every call gives what the first call after loading gives. With ``variant="tfhub"``
+  it is the ``SpectralNorm`` of BigGAN-PyTorch's ``TFHub/biggan.py`` (the generator TF Hub's
+  BigGAN weights are converted into): one iteration that normalises by ``|x| + eps`` instead of
+  ``max(|x|, eps)`` and never writes back, in training mode either.
 
 The weights keep each code's own parameter names, so the released state_dicts load unrenamed.
 """
@@ -82,34 +85,51 @@ class TorchSNLinear(TorchSN):
 
 class BrockSN(nn.Module):
     """A weight under BigGAN-PyTorch's ``layers.SN``: ``weight`` (+ ``bias``), ``u{i} [1, out]``,
-    ``sv{i} [1]`` for i < ``num_svs``. Subclasses apply :meth:`sn_weight`."""
+    ``sv{i} [1]`` for i < ``num_svs``. Subclasses apply :meth:`sn_weight`. ``variant`` is
+    ``"biggan_pytorch"`` or ``"tfhub"`` (see the module docstring)."""
 
     def __init__(
-        self, shape: tuple[int, ...], *, bias: bool, num_svs: int, num_itrs: int, eps: float
+        self,
+        shape: tuple[int, ...],
+        *,
+        bias: bool,
+        num_svs: int,
+        num_itrs: int,
+        eps: float,
+        variant: str = "biggan_pytorch",
     ):
         super().__init__()
+        if variant not in ("biggan_pytorch", "tfhub"):
+            raise ValueError(f"variant must be 'biggan_pytorch' or 'tfhub', got {variant!r}")
         self.num_svs, self.num_itrs, self.eps = num_svs, num_itrs, eps
+        self.tfhub = variant == "tfhub"
         self.weight = nn.Parameter(torch.randn(shape))  # its scale is normalised away
         self.bias = nn.Parameter(torch.zeros(shape[0])) if bias else None
         for i in range(num_svs):
             self.register_buffer(f"u{i}", torch.randn(1, shape[0]))
             self.register_buffer(f"sv{i}", torch.ones(1))
 
+    def _normalise(self, x: Tensor) -> Tensor:
+        if self.tfhub:
+            return x / (x.norm() + self.eps)  # TFHub/biggan.py's l2normalize
+        return F.normalize(x, eps=self.eps)
+
     def sn_weight(self) -> Tensor:
         mat = self.weight.reshape(self.weight.shape[0], -1)  # [out, in * k * k]
         stored = [getattr(self, f"u{i}") for i in range(self.num_svs)]
+        write_back = self.training and not self.tfhub
         for _ in range(self.num_itrs):
             svs, us, vs = [], [], []
             for i, u in enumerate(stored):
                 with torch.no_grad():
-                    v = F.normalize(_orthogonalise(u @ mat, vs), eps=self.eps)  # [1, in]
+                    v = self._normalise(_orthogonalise(u @ mat, vs))  # [1, in]
                     vs.append(v)
-                    u = F.normalize(_orthogonalise(v @ mat.t(), us), eps=self.eps)  # [1, out]
+                    u = self._normalise(_orthogonalise(v @ mat.t(), us))  # [1, out]
                     us.append(u)
-                    if self.training:
+                    if write_back:
                         stored[i].copy_(u)
                 svs.append(((v @ mat.t()) @ u.t()).squeeze())
-        if self.training:
+        if write_back:
             with torch.no_grad():
                 for i, sv in enumerate(svs):
                     getattr(self, f"sv{i}").copy_(sv)
@@ -134,9 +154,11 @@ class BrockSNConv2d(BrockSN):
         num_svs: int = 1,
         num_itrs: int = 1,
         eps: float = 1e-6,
+        variant: str = "biggan_pytorch",
     ):
         shape = (c_out, c_in, k, k)
-        super().__init__(shape, bias=bias, num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+        sn = {"num_svs": num_svs, "num_itrs": num_itrs, "eps": eps, "variant": variant}
+        super().__init__(shape, bias=bias, **sn)
         self.padding = k // 2
 
     def forward(self, x: Tensor) -> Tensor:
@@ -157,8 +179,10 @@ class BrockSNLinear(BrockSN):
         num_svs: int = 1,
         num_itrs: int = 1,
         eps: float = 1e-6,
+        variant: str = "biggan_pytorch",
     ):
-        super().__init__((c_out, c_in), bias=bias, num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+        sn = {"num_svs": num_svs, "num_itrs": num_itrs, "eps": eps, "variant": variant}
+        super().__init__((c_out, c_in), bias=bias, **sn)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.sn_weight(), self.bias)

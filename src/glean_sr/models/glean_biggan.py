@@ -27,6 +27,20 @@ Fusion (Eq. 3). Before the block that up-samples ``res`` to ``2 res``, for every
 ``res <= in_size``, the bank's feature and the encoder's ``E_res`` are concatenated and fused
 by a 3x3 convolution; the 4x4 feature of the linear layer is fused with ``E_4`` first. The
 block outputs above ``in_size`` go to the decoder.
+
+A BigGAN-deep bank (pytorch-pretrained-biggan's, :class:`~glean_sr.config.GLEANBigGANDeepConfig`)
+is driven the same way. It has no hierarchical ``z``: the package gives its first layer and
+every block the one vector ``[z, class embedding]``. Following modification 1 again, the latent
+head predicts a separate ``2 z_dim`` vector for the first layer and for each block, both halves
+included, for the reasons above (the bank's class-embedding matrix is kept, unused). Its batch
+norms keep statistics per truncation; GLEAN uses those of ``config.truncation`` (1.0 by
+default: the predicted vectors are not bounded as truncated samples are) through the bank's own
+interpolation, so the bank computes what its ``generate`` would at that truncation. A deep bank
+has two blocks per resolution, one that keeps the size and one that up-samples (the attention
+layer before one of them): fusion happens once per resolution, when the bank's feature reaches
+``res <= in_size`` (after the first layer for 4 px, after the up-sampling block otherwise),
+before the blocks and the attention at that size; the decoder takes the output of the last
+block at each resolution above ``in_size``.
 """
 
 from __future__ import annotations
@@ -34,23 +48,47 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import GLEANBigGANConfig
+from ..config import GLEANBigGANConfig, GLEANBigGANDeepConfig
 from .base import BankRestorer
 from .biggan import BigGANGenerator
+from .biggan_deep import BigGANDeepGenerator
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
+
+BigGANBank = BigGANGenerator | BigGANDeepGenerator
+
+#: the generator class of each BigGAN bank config's ``model_type``
+BANK_CLASSES: dict[str, type[BigGANBank]] = {
+    "biggan": BigGANGenerator,
+    "biggan_deep": BigGANDeepGenerator,
+}
+
+
+def bank_fusion_points(block_resolutions: list[int], in_size: int) -> list[int]:
+    """Per bank block, the resolution at which the encoder's feature is fused into the bank's
+    before it, or 0: each ``res <= in_size`` once, where the bank's feature first reaches it
+    (after the first layer for 4 px, after the block that up-sampled to it otherwise)."""
+    inputs = [4, *block_resolutions[:-1]]  # the resolution each block takes
+    points = []
+    for index, res in enumerate(inputs):
+        first_at_res = index == 0 or inputs[index - 1] != res
+        points.append(res if first_at_res and res <= in_size else 0)
+    return points
 
 
 class GLEANBigGAN(BankRestorer):
-    """GLEAN around a frozen BigGAN-PyTorch generator. Maps ``[N, C, in, in]`` RGB in [-1, 1]
+    """GLEAN around a frozen BigGAN generator: BigGAN-PyTorch's (:class:`GLEANBigGANConfig`)
+    or BigGAN-deep (:class:`GLEANBigGANDeepConfig`). Maps ``[N, C, in, in]`` RGB in [-1, 1]
     to ``[N, C, out, out]``.
 
-    ``bank`` may be a loaded :class:`BigGANGenerator` whose config is ``config.bank`` (how
-    training starts); otherwise a randomly initialised one is built.
+    ``bank`` may be a loaded generator whose config is ``config.bank`` (how training starts);
+    otherwise a randomly initialised one is built.
     """
 
-    generator: BigGANGenerator  # type: ignore[assignment]
+    generator: BigGANBank  # type: ignore[assignment]
 
-    def __init__(self, config: GLEANBigGANConfig, bank: BigGANGenerator | None = None):
+    def __init__(
+        self, config: GLEANBigGANConfig | GLEANBigGANDeepConfig, bank: BigGANBank | None = None
+    ):
         super().__init__()
         self.config = config
         if bank is not None and bank.config != config.bank:
@@ -58,7 +96,11 @@ class GLEANBigGAN(BankRestorer):
                 f"bank does not fit this GLEAN-BigGAN config: bank is {bank.config}, "
                 f"config needs {config.bank}"
             )
-        self.generator = bank if bank is not None else BigGANGenerator(config.bank)
+        if bank is not None and bank.first_resolution is not None:
+            raise ValueError("GLEAN-BigGAN needs the whole bank, got one that keeps some blocks")
+        self.generator = (
+            bank if bank is not None else BANK_CLASSES[config.bank.model_type](config.bank)
+        )
         self.freeze_bank()
 
         ch = config.channels
@@ -130,18 +172,22 @@ class GLEANBigGAN(BankRestorer):
         return list(torch.split(head, self.condition_sizes, dim=1)), feats
 
     def bank_features(self, conds: list[Tensor], feats: dict[int, Tensor]) -> dict[int, Tensor]:
-        """Run the bank with the encoder features fused in (Eq. 3); returns its block outputs
-        above ``in_size``, ``{res: [N, C_res, res, res]}``, for the decoder."""
-        bank = self.generator
-        fusion = dict(zip(self.config.fusion_resolutions, self.fusion, strict=True))
+        """Run the bank with the encoder features fused in (Eq. 3); returns the output of its
+        last block at each resolution above ``in_size``, ``{res: [N, C_res, res, res]}``, for
+        the decoder."""
+        bank, c = self.generator, self.config
+        fusion = dict(zip(c.fusion_resolutions, self.fusion, strict=True))
+        resolutions = bank.config.block_resolutions
+        points = bank_fusion_points(resolutions, c.in_size)
         x = bank.stem(conds[0])  # [N, C_4, 4, 4]
         out: dict[int, Tensor] = {}
-        for res, cond in zip(bank.config.resolutions, conds[1:], strict=True):
-            if res // 2 <= self.config.in_size:
-                x = fusion[res // 2](torch.cat((x, feats[res // 2]), 1))  # [N, C, res/2, res/2]
-            x = bank.block(res, x, cond)
-            if res > self.config.in_size:
-                out[res] = x
+        blocks = zip(resolutions, points, conds[1:], strict=True)
+        for index, (res, fuse_at, cond) in enumerate(blocks):
+            if fuse_at:
+                x = fusion[fuse_at](torch.cat((x, feats[fuse_at]), 1))  # [N, C, r, r]
+            x = bank.run_block(index, x, cond, c.truncation)
+            if res > c.in_size:
+                out[res] = x  # a later block at the same size replaces it
         return out
 
     def forward(self, lq: Tensor) -> Tensor:
@@ -156,4 +202,4 @@ class GLEANBigGAN(BankRestorer):
         return f"in_size={c.in_size}, out_size={c.out_size}, num_rrdbs={c.num_rrdbs}"
 
 
-__all__ = ["GLEANBigGAN"]
+__all__ = ["BANK_CLASSES", "BigGANBank", "GLEANBigGAN", "bank_fusion_points"]

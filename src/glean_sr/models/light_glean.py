@@ -42,6 +42,8 @@ blocks, so it is filled from any bank file (:func:`build_lightglean_from_bank`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -49,6 +51,29 @@ from ..config import LightGLEANConfig
 from .base import BankRestorer
 from .rrdb import PixelShufflePack, RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
+
+
+def light_decoder(config: Any) -> nn.ModuleList:
+    """LightGLEAN's decoder (Eq. 4 at reduced width): from the encoder's ``f0`` at in_size, a
+    pixel-shuffle stage per resolution to ``config.decoder_channels(2 res)``, each output
+    concatenated with the bank's feature there, then a two-convolution head of
+    ``config.head_channels``. ``config`` gives the sizes and the bank's widths (``channels``)."""
+    ch = config.channels
+    decoder = nn.ModuleList()
+    width = ch[config.in_size]
+    for res in config.decoder_resolutions[:-1]:
+        in_ch = width if res == config.in_size else width + ch[res]
+        width = config.decoder_channels(2 * res)
+        decoder.append(PixelShufflePack(in_ch, width))
+    h = config.head_channels
+    decoder.append(
+        nn.Sequential(
+            nn.Conv2d(width + ch[config.out_size], h, 3, 1, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(h, config.img_channels, 3, 1, 1),
+        )
+    )
+    return decoder
 
 
 class LatentCodes(nn.Module):
@@ -94,21 +119,7 @@ class LightGLEAN(BankRestorer):
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.latent_codes = LatentCodes(config.num_latents, config.style_channels)
-
-        self.decoder = nn.ModuleList()
-        width = c_in
-        for res in config.decoder_resolutions[:-1]:
-            in_ch = width if res == config.in_size else width + ch[res]
-            width = config.decoder_channels(2 * res)
-            self.decoder.append(PixelShufflePack(in_ch, width))
-        h = config.head_channels
-        self.decoder.append(
-            nn.Sequential(
-                nn.Conv2d(width + ch[config.out_size], h, 3, 1, 1),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(h, config.img_channels, 3, 1, 1),
-            )
-        )
+        self.decoder = light_decoder(config)
 
     @staticmethod
     def _bank_from(bank: StyleGAN2Generator, config: LightGLEANConfig) -> StyleGAN2Generator:

@@ -10,9 +10,12 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import (
     GLEANBigGANConfig,
+    GLEANBigGANDeepConfig,
     GLEANColorizerConfig,
     GLEANConfig,
     GLEANNoBankConfig,
+    LightGLEANBigGANConfig,
+    LightGLEANBigGANDeepConfig,
     LightGLEANConfig,
     RealESRGANConfig,
 )
@@ -20,6 +23,7 @@ from .colorizer import GLEANColorizer
 from .glean import GLEAN, GLEANNoBank
 from .glean_biggan import GLEANBigGAN
 from .light_glean import LightGLEAN
+from .light_glean_biggan import LightGLEANBigGAN
 from .realesrgan import RRDBNet
 
 #: model_type -> (config class, model class)
@@ -30,6 +34,9 @@ MODEL_TYPES: dict[str, tuple[type, type[nn.Module]]] = {
     "realesrgan_rrdbnet": (RealESRGANConfig, RRDBNet),
     "glean_colorizer": (GLEANColorizerConfig, GLEANColorizer),
     "glean_biggan": (GLEANBigGANConfig, GLEANBigGAN),
+    "glean_biggan_deep": (GLEANBigGANDeepConfig, GLEANBigGAN),
+    "lightglean_biggan": (LightGLEANBigGANConfig, LightGLEANBigGAN),
+    "lightglean_biggan_deep": (LightGLEANBigGANDeepConfig, LightGLEANBigGAN),
 }
 
 

@@ -5,8 +5,10 @@ so they trained GLEAN around a *random* StyleGAN2 without a word. Here the bank 
 the StyleGAN2 file the recipe names (``glean_sr.load_bank``: mmagic, rosinality or NVIDIA
 formats, or a ``BANK_PRESETS`` name), and training refuses to start when the file is missing,
 has no discriminator although the GAN loss needs one, or does not fit the recipe's model.
-BigGAN files (pytorch-pretrained-biggan, BigGAN-PyTorch ``G.pth``) hold no discriminator at all:
-for them BigGAN-PyTorch's discriminator of that generator starts from scratch.
+BigGAN files (pytorch-pretrained-biggan, BigGAN-PyTorch ``G.pth``, TF Hub conversions) hold no
+discriminator at all: for them BigGAN-PyTorch's discriminator of that generator starts from
+scratch (for a BigGAN-deep bank, the one of the same width and attention,
+:func:`glean_sr.models.biggan_discriminator.discriminator_config`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import GleanError, WeightsError
+from ..config import BigGANDeepConfig
+from ..errors import ConfigError, GleanError, WeightsError
 from ..weights.biggan_banks import LoadedBigGAN
 
 #: the recipe's [model] key that sets each StyleGAN2Config field of the bank it needs
@@ -99,14 +102,22 @@ def _biggan_discriminator(loaded: Any, needed: bool, notes: list[str]) -> nn.Mod
     (seeded, so every process and every fresh run starts from the same one)."""
     if not needed:
         return None
-    from ..models.biggan_discriminator import BigGANDiscriminator
+    from ..models.biggan_discriminator import BigGANDiscriminator, discriminator_config
 
+    try:
+        config = discriminator_config(loaded.config)
+    except ConfigError as exc:
+        raise WeightsError(f"no discriminator for the BigGAN bank: {exc}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        discriminator = BigGANDiscriminator(loaded.config)
+        discriminator = BigGANDiscriminator(config)
+    if isinstance(loaded.config, BigGANDeepConfig):
+        what = f"D_ch = channel_width = {config.ch}, attention at {list(config.attention)} px"
+    else:
+        what = "D_ch = G_ch, attention as G's"
     notes.append(
-        "the BigGAN file holds no discriminator: BigGAN-PyTorch's discriminator for this "
-        "generator (D_ch = G_ch, attention as G's, no class projection) starts from scratch"
+        f"the BigGAN file holds no discriminator: BigGAN-PyTorch's discriminator for this "
+        f"generator ({what}, no class projection) starts from scratch"
     )
     return discriminator
 

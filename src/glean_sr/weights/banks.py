@@ -362,7 +362,9 @@ def load_bank(
     )
 
 
-def _bank_inside_restorer(text: str, device: str | torch.device) -> LoadedBank | None:
+def _bank_inside_restorer(
+    text: str, device: str | torch.device
+) -> LoadedBank | LoadedBigGAN | None:
     """The frozen bank of a restorer that ``text`` names (a shipped preset or a model
     directory whose config is a restorer's), or None when ``text`` names no restorer."""
     from ..presets import PRESETS
@@ -382,6 +384,9 @@ def _bank_inside_restorer(text: str, device: str | torch.device) -> LoadedBank |
     restorer = load_model(text, device)
     if restorer.generator.first_resolution is not None:
         raise WeightsError(f"{text}: its bank keeps only some blocks and cannot sample images")
+    if not isinstance(restorer.generator, StyleGAN2Generator):  # a BigGAN bank
+        what = f"the bank inside the restorer {text}"
+        return LoadedBigGAN(generator=restorer.generator, source=text, format=what)
     return LoadedBank(
         generator=restorer.generator,
         discriminator=None,

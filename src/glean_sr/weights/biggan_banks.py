@@ -239,34 +239,62 @@ def _read_bank_directory(directory: Path, fixed: dict[str, Any]) -> tuple[Any, s
 
 
 def build_glean_biggan_from_bank(
-    bank: LoadedBigGAN | BigGANGenerator,
+    bank: LoadedBigGAN | BigGANModule,
     in_size: int,
     *,
     rrdb_channels: int = 64,
     num_rrdbs: int = 23,
+    truncation: float | None = None,
 ) -> Any:
     """A GLEAN-BigGAN around ``bank`` (not copied; it is frozen): ``out_size`` and the bank's
-    fields are the bank's; encoder, fusion and decoder are new (TPAMI Sec. 3.2 and 5.3)."""
-    from ..config import GLEANBigGANConfig
-    from ..models.glean_biggan import GLEANBigGAN
+    fields are the bank's; encoder, fusion and decoder are new (TPAMI Sec. 3.2 and 5.3). A
+    BigGAN-deep bank gives a ``glean_biggan_deep`` model whose batch norms use the statistics of
+    ``truncation`` (default 1.0)."""
+    fields = {"in_size": in_size, "rrdb_channels": rrdb_channels, "num_rrdbs": num_rrdbs}
+    return _biggan_restorer(bank, "glean", truncation, fields)
+
+
+def build_lightglean_biggan_from_bank(
+    bank: LoadedBigGAN | BigGANModule,
+    in_size: int,
+    *,
+    rrdb_channels: int = 64,
+    num_rrdbs: int = 23,
+    truncation: float | None = None,
+) -> Any:
+    """A LightGLEAN around a copy of ``bank``'s blocks from ``in_size`` up (TPAMI Sec. 4 and
+    5.3); ``out_size`` and the bank's fields are the bank's, ``truncation`` as for
+    :func:`build_glean_biggan_from_bank`."""
+    fields = {"in_size": in_size, "rrdb_channels": rrdb_channels, "num_rrdbs": num_rrdbs}
+    return _biggan_restorer(bank, "lightglean", truncation, fields)
+
+
+def _biggan_restorer(
+    bank: LoadedBigGAN | BigGANModule, kind: str, truncation: float | None, fields: dict
+) -> Any:
+    """The ``kind`` ("glean" or "lightglean") restorer around ``bank``; its config holds the
+    restorer's ``fields`` and every field of the bank's config."""
+    from ..models.registry import MODEL_TYPES
 
     generator = bank.generator if isinstance(bank, LoadedBigGAN) else bank
+    if generator.first_resolution is not None:
+        raise WeightsError("this BigGAN bank keeps only some of its blocks; give the whole one")
     c = generator.config
-    if not isinstance(c, BigGANConfig):
+    if isinstance(c, BigGANDeepConfig):
+        model_type = f"{kind}_biggan_deep"
+        fields = {**fields, "truncation": 1.0 if truncation is None else truncation}
+    elif truncation is not None:
         raise WeightsError(
-            "GLEAN-BigGAN is built around a BigGAN-PyTorch generator (the paper's bank); "
-            "a BigGAN-deep bank cannot serve as one"
+            "truncation picks the batch-norm statistics of a BigGAN-deep bank; a "
+            "BigGAN-PyTorch bank keeps one set"
         )
-    names = [f.name for f in dataclasses.fields(BigGANConfig) if f.name != "resolution"]
-    config = GLEANBigGANConfig(
-        in_size=in_size,
-        out_size=c.resolution,
-        rrdb_channels=rrdb_channels,
-        num_rrdbs=num_rrdbs,
-        **{n: getattr(c, n) for n in names},
-    )
+    else:
+        model_type = f"{kind}_biggan"
+    names = [f.name for f in dataclasses.fields(c) if f.name != "resolution"]
+    config_cls, model_cls = MODEL_TYPES[model_type]
+    config = config_cls(out_size=c.resolution, **fields, **{n: getattr(c, n) for n in names})
     with torch.device(next(generator.parameters()).device):
-        return GLEANBigGAN(config, bank=generator)
+        return model_cls(config, bank=generator)
 
 
 # -- sampling --------------------------------------------------------------------------------------
@@ -329,6 +357,7 @@ __all__ = [
     "HF_WEIGHTS_NAME",
     "LoadedBigGAN",
     "build_glean_biggan_from_bank",
+    "build_lightglean_biggan_from_bank",
     "is_biggan_directory",
     "is_biggan_state_dict",
     "load_biggan",
