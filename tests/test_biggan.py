@@ -1,16 +1,19 @@
-"""BigGAN latent banks: tiny generators of both released formats, written as each package's code
+"""BigGAN latent banks: tiny generators of the three formats read, written as each package's code
 writes them, load inertly and generate what that code generates.
 
-The two references below are compact re-statements of the published definitions (neither
+The three references below are compact re-statements of the published definitions (neither
 package can be installed here): Hugging Face's pytorch-pretrained-biggan ``model.py`` (BigGAN-deep
-on ``torch.nn.utils.spectral_norm``) and ajbrock/BigGAN-PyTorch ``BigGAN.py`` + ``layers.py``
-(its own ``SN`` with a power iteration on every forward). They share nothing with glean-sr's
-modules; each is filled with random weights, buffers and statistics and saved the way the
-package saves it (``torch.save(model.state_dict())``).
+on ``torch.nn.utils.spectral_norm``), ajbrock/BigGAN-PyTorch ``BigGAN.py`` + ``layers.py``
+(its own ``SN`` with a power iteration on every forward) and the same repository's
+``TFHub/biggan.py``, the generator its ``TFHub/converter.py`` fills from TF Hub's BigGAN (its
+own ``SpectralNorm``). They share nothing with glean-sr's modules; each is filled with random
+weights, buffers and statistics and saved the way the package saves it
+(``torch.save(model.state_dict())``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -25,6 +28,7 @@ from glean_sr import load_bank
 from glean_sr.config import BIGGAN_DEEP_LAYERS, BigGANConfig, BigGANDeepConfig, config_from_dict
 from glean_sr.config import config_to_dict as to_dict
 from glean_sr.errors import WeightsError
+from glean_sr.models.biggan import BigGANGenerator
 from glean_sr.weights.biggan_banks import LoadedBigGAN, truncated_noise
 
 TRUNCATIONS = [1.0, 0.7, 0.4, 0.345]  # 0.345: between two stored statistics
@@ -562,6 +566,239 @@ def test_training_mode_updates_the_singular_vectors_as_the_code_does(tmp_path):
         assert_close(value, theirs[key], image=False)
 
 
+# -- reference: TF Hub's BigGAN as BigGAN-PyTorch's TFHub/biggan.py defines it ---------------------
+# (TFHub/converter.py builds biggan.Generator{128,256,512}, fills its state_dict from TF Hub's
+# variables and saves it with torch.save.)
+
+
+def tf_l2normalize(v, eps=1e-4):
+    return v / (v.norm() + eps)
+
+
+class TFSpectralNorm(nn.Module):
+    """Wraps a module whose weight becomes weight_u, weight_v (sized like u) and weight_bar;
+    every call derives the weight from u by one power iteration, never storing it back."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        w = module.weight
+        del module._parameters["weight"]
+        for name in ("weight_u", "weight_v"):
+            unit = tf_l2normalize(torch.randn(w.shape[0]))
+            module.register_parameter(name, nn.Parameter(unit, requires_grad=False))
+        module.register_parameter("weight_bar", nn.Parameter(w.data))
+
+    def forward(self, *args):
+        w = self.module.weight_bar
+        mat = w.view(w.shape[0], -1)
+        v = tf_l2normalize(mat.t() @ self.module.weight_u)
+        u = tf_l2normalize(mat @ v)
+        self.module.weight = w / u.dot(mat @ v)
+        return self.module.forward(*args)
+
+
+class TFSelfAttention(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.theta = TFSpectralNorm(nn.Conv2d(ch, ch // 8, 1, bias=False))
+        self.phi = TFSpectralNorm(nn.Conv2d(ch, ch // 8, 1, bias=False))
+        self.g = TFSpectralNorm(nn.Conv2d(ch, ch // 2, 1, bias=False))
+        self.o_conv = TFSpectralNorm(nn.Conv2d(ch // 2, ch, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        theta = self.theta(x).view(n, -1, h * w).permute(0, 2, 1)
+        phi = F.max_pool2d(self.phi(x), 2).view(n, -1, h * w // 4)
+        attention = torch.softmax(torch.bmm(theta, phi), dim=-1)
+        g = F.max_pool2d(self.g(x), 2).view(n, -1, h * w // 4)
+        out = self.o_conv(torch.bmm(g, attention.permute(0, 2, 1)).view(n, -1, h, w))
+        return self.gamma * out + x
+
+
+class TFConditionalBatchNorm2d(nn.Module):
+    def __init__(self, channels, cond_dim):
+        super().__init__()
+        self.channels = channels
+        self.bn = nn.BatchNorm2d(channels, affine=False, eps=1e-4)
+        self.gamma_embed = TFSpectralNorm(nn.Linear(cond_dim, channels, bias=False))
+        self.beta_embed = TFSpectralNorm(nn.Linear(cond_dim, channels, bias=False))
+
+    def forward(self, x, y):
+        gamma = (self.gamma_embed(y) + 1).view(-1, self.channels, 1, 1)
+        return gamma * self.bn(x) + self.beta_embed(y).view(-1, self.channels, 1, 1)
+
+
+class TFGBlock(nn.Module):
+    def __init__(self, c_in, c_out, cond_dim):
+        super().__init__()
+        self.conv0 = TFSpectralNorm(nn.Conv2d(c_in, c_out, 3, 1, 1))
+        self.conv1 = TFSpectralNorm(nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.conv_sc = TFSpectralNorm(nn.Conv2d(c_in, c_out, 1, 1, 0))
+        self.HyperBN = TFConditionalBatchNorm2d(c_in, cond_dim)
+        self.HyperBN_1 = TFConditionalBatchNorm2d(c_out, cond_dim)
+
+    def forward(self, x, cond):
+        out = F.interpolate(F.relu(self.HyperBN(x, cond)), scale_factor=2)
+        out = self.conv1(F.relu(self.HyperBN_1(self.conv0(out), cond)))
+        return out + self.conv_sc(F.interpolate(x, scale_factor=2))
+
+
+#: TFHub/biggan.py's three generators: z size, width multipliers (input of block 0, then each
+#: block's output), the GBlock the attention precedes, its width, the output BN's epsilon
+TF_GENERATORS = {
+    128: (120, (16, 16, 8, 4, 2, 1), 4, 2, 1e-4),
+    256: (140, (16, 16, 8, 8, 4, 2, 1), 5, 2, 1e-4),
+    512: (128, (16, 16, 8, 8, 4, 2, 1, 1), 4, 4, 1e-5),
+}
+
+
+class TFGenerator(nn.Module):
+    def __init__(self, resolution, chn=4, n_class=10):
+        super().__init__()
+        code_dim, mults, self.sa_id, attn, eps = TF_GENERATORS[resolution]
+        self.num_split = len(mults)
+        self.first_view = 16 * chn
+        chunk = code_dim // self.num_split
+        self.linear = nn.Linear(n_class, 128, bias=False)
+        self.G_linear = TFSpectralNorm(nn.Linear(chunk, 4 * 4 * 16 * chn))
+        widths = [m * chn for m in mults]
+        self.GBlock = nn.ModuleList(
+            TFGBlock(c_in, c_out, chunk + 128) for c_in, c_out in itertools.pairwise(widths)
+        )
+        self.attention = TFSelfAttention(attn * chn)
+        self.ScaledCrossReplicaBN = nn.BatchNorm2d(chn, eps=eps)
+        self.colorize = TFSpectralNorm(nn.Conv2d(chn, 3, 3, padding=1))
+
+    def forward(self, z, one_hot):
+        codes = torch.chunk(z, self.num_split, 1)
+        class_emb = self.linear(one_hot)
+        out = self.G_linear(codes[0]).view(-1, 4, 4, self.first_view).permute(0, 3, 1, 2)
+        for i, (code, block) in enumerate(zip(codes[1:], self.GBlock, strict=True)):
+            if i == self.sa_id:
+                out = self.attention(out)
+            out = block(out, torch.cat([code, class_emb], 1))
+        return torch.tanh(self.colorize(F.relu(self.ScaledCrossReplicaBN(out))))
+
+
+def save_tfhub(tmp_path, resolution, seed=0, scale=0.3, chn=4):
+    """A TFGenerator with random weights (``scale`` x normal) and statistics, saved as
+    TFHub/converter.py saves it (the state_dict, counters as float32 tensors); u near each
+    weight's top singular vector, as TF's stored estimate is."""
+    model = TFGenerator(resolution, chn).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            r = torch.randn(t.shape, generator=gen)
+            if name.endswith("running_var"):
+                t.copy_(0.5 + r.abs())
+            elif name.endswith("running_mean"):
+                t.copy_(0.1 * r)
+            elif name.endswith("gamma"):
+                t.copy_(0.5 + 0.1 * r)
+            elif name == "ScaledCrossReplicaBN.weight":
+                t.copy_(1 + 0.1 * r)
+            elif name.startswith(("linear.", "ScaledCrossReplicaBN.", "colorize.module.bias")):
+                t.copy_(0.05 * r)
+            elif not name.endswith(("num_batches_tracked", "weight_u")):
+                t.copy_(scale * r)
+        for module in model.modules():
+            if hasattr(module, "weight_bar"):
+                mat = module.weight_bar.reshape(module.weight_bar.shape[0], -1)
+                u = F.normalize(torch.randn(mat.shape[0], generator=gen), dim=0)
+                for _ in range(3):
+                    u = F.normalize(mat @ F.normalize(mat.t() @ u, dim=0), dim=0)
+                module.weight_u.copy_(u)
+    sd = model.state_dict()
+    for key in sd:
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(1000.0)
+    path = tmp_path / f"biggan-{resolution}.pth"
+    torch.save(sd, path)
+    return model, path
+
+
+@pytest.mark.parametrize(
+    "resolution",
+    [128, pytest.param(256, marks=pytest.mark.slow), 512],  # 256: attention at 128 px
+)
+def test_tfhub_converter_files_generate_what_tfhub_biggan_py_generates(tmp_path, resolution):
+    ref, path = save_tfhub(tmp_path, resolution)
+    bank = load_bank(path)
+    c = bank.config
+    code_dim, _, sa_id, _, _ = TF_GENERATORS[resolution]
+    assert c.model_type == "biggan" and c.resolution == resolution and "TFHub" in bank.format
+    assert (c.ch, c.dim_z, c.shared_dim, c.num_classes, c.hier) == (4, code_dim, 128, 10, True)
+    assert c.attention == (8 * 2 ** (sa_id - 1),)  # after the block before GBlock sa_id
+    assert (c.bn_eps, c.sn_eps, c.sn_variant) == (1e-4, 1e-4, "tfhub")
+    labels = torch.tensor([0, 7])
+    one_hot = F.one_hot(labels, 10).float()
+    with torch.no_grad():
+        for t in (1.0, 0.5):
+            z = truncated_noise(2, code_dim, t, seed=1)
+            expected = ref(z, one_hot)
+            assert_close(bank.generate(z, labels, truncation=t), expected)
+    assert expected.std() > 0.1  # images with content, not a flat colour
+    again = load_bank(bank.save(tmp_path / "bank"))  # the bank directory keeps the variant
+    assert again.config == c
+    with torch.no_grad():
+        assert torch.equal(again.generate(z, labels), bank.generate(z, labels))
+
+
+def test_tfhubs_spectral_norm_is_its_own(tmp_path):
+    """TFHub/biggan.py normalises by ``|x| + 1e-4``: with weights small enough for that to
+    show, the file still gives the code's images, and BigGAN-PyTorch's ``layers.SN`` would not."""
+    ref, path = save_tfhub(tmp_path, 128, seed=3, scale=3e-4)
+    bank = load_bank(path)
+    labels = torch.tensor([2, 5])
+    z = truncated_noise(2, 120, 1.0, seed=4)
+    plain = BigGANGenerator(dataclasses.replace(bank.config, sn_variant="biggan_pytorch"))
+    plain.load_state_dict(bank.generator.state_dict())
+    with torch.no_grad():
+        expected = ref(z, F.one_hot(labels, 10).float())
+        assert_close(bank.generate(z, labels), expected)
+        assert (plain.eval().generate(z, labels) - expected).abs().max() > 1e-2
+
+
+def test_tfhub_files_are_mapped_key_by_key(tmp_path):
+    """Every key of the file matches a rule; a stray one, or epsilons the code fixes, is named
+    in one line."""
+    _, path = save_tfhub(tmp_path, 128, seed=2)
+    sd = torch.load(path, weights_only=True)
+    sd["GBlock.0.extra.weight"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match="GBlock.0.extra.weight") as info:
+        load_bank(path)
+    assert "\n" not in str(info.value)
+    from glean_sr.weights.biggan_banks import load_biggan
+
+    del sd["GBlock.0.extra.weight"]
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match="fixed by TFHub/biggan.py"):
+        load_biggan(path, bn_eps=1e-5)
+
+
+def test_a_tfhub_bank_trains_a_glean_biggan_of_its_fields(tmp_path):
+    """A recipe's model must carry the bank's TF Hub fields; the mismatch names the overrides.
+    The discriminator, from scratch, uses BigGAN-PyTorch's spectral norm (which updates u)."""
+    from glean_sr.config import GLEANBigGANConfig
+    from glean_sr.training.bank import load_training_bank
+
+    _, path = save_tfhub(tmp_path, 128, seed=5, chn=8)  # attention needs 8 channels in D
+    fields = {"rrdb_channels": 8, "num_rrdbs": 1, "ch": 8, "dim_z": 120, "num_classes": 10}
+    plain = GLEANBigGANConfig(in_size=32, out_size=128, **fields)
+    with pytest.raises(WeightsError) as info:
+        load_training_bank(str(path), plain, need_discriminator=False)
+    assert "model.bn_eps=0.0001 model.sn_eps=0.0001 model.sn_variant=tfhub" in str(info.value)
+    config = dataclasses.replace(plain, bn_eps=1e-4, sn_eps=1e-4, sn_variant="tfhub")
+    bank, disc, _ = load_training_bank(str(path), config, need_discriminator=True)
+    assert bank.config == config.bank and disc.config.sn_variant == "biggan_pytorch"
+    u = disc.linear.u0.clone()
+    disc.train()(torch.randn(2, 3, 128, 128))
+    assert not torch.equal(u, disc.linear.u0)
+
+
 # -- loading is strict and inert -------------------------------------------------------------------
 
 
@@ -615,15 +852,11 @@ def test_mismatches_are_named(tmp_path, kind):
     assert missing in msg and resized in msg and "stray.weight" in msg
 
 
-@pytest.mark.parametrize(
-    ("key", "what"),
-    [("blocks.0.0.conv4.weight", "BigGANdeep.py"), ("G_linear.module.weight_bar", "TFHub")],
-)
-def test_layouts_that_are_not_read_are_refused_by_name(tmp_path, key, what):
-    sd = dict(Generator().state_dict()) if "conv4" in key else {}
-    sd[key] = torch.zeros(2, 2)
+def test_layouts_that_are_not_read_are_refused_by_name(tmp_path):
+    sd = dict(Generator().state_dict())
+    sd["blocks.0.0.conv4.weight"] = torch.zeros(2, 2)
     torch.save(sd, tmp_path / "G.pth")
-    with pytest.raises(WeightsError, match=what):
+    with pytest.raises(WeightsError, match="BigGANdeep.py"):
         load_bank(tmp_path / "G.pth")
 
 

@@ -5,6 +5,8 @@
 * a pytorch-pretrained-biggan directory (``config.json`` + ``pytorch_model.bin``) or its
   ``pytorch_model.bin`` alone (:mod:`glean_sr.weights.biggan_formats`);
 * a BigGAN-PyTorch ``G.pth`` / ``G_ema.pth`` (the EMA file is a separate file there);
+* TF Hub's BigGAN converted by BigGAN-PyTorch's ``TFHub/converter.py`` (``biggan-256.pth``),
+  read as BigGAN-PyTorch's generator;
 * a bank directory written by :meth:`LoadedBigGAN.save` (``glean-sr convert-bank``)::
 
       config.json         BigGANConfig ({"model_type": "biggan", ...}) or BigGANDeepConfig
@@ -41,10 +43,12 @@ from ..models.biggan_deep import BigGANDeepGenerator
 from ..serialization import CONFIG_NAME, WEIGHTS_NAME, save_state_dict_safetensors
 from .bank_dirs import DISC_CONFIG_NAME, DISC_WEIGHTS_NAME, check_bank_directory, tile_images
 from .biggan_formats import (
+    convert_tfhub_state_dict,
     infer_brock_config,
     infer_deep_config,
     is_brock_state_dict,
     is_deep_state_dict,
+    is_tfhub_state_dict,
     other_layout,
 )
 from .glean_format import compare_state_dict, to_float32
@@ -59,6 +63,7 @@ _FORMAT_NAMES = {
     "biggan": "BigGAN-PyTorch G.pth",
     "biggan_deep": "pytorch-pretrained-biggan (BigGAN-deep)",
 }
+TFHUB_FORMAT = "TF Hub BigGAN via BigGAN-PyTorch's TFHub/converter.py"
 
 BigGANModule = BigGANGenerator | BigGANDeepGenerator
 
@@ -97,10 +102,11 @@ class LoadedBigGAN:
             )
         else:
             z = f"hierarchical z {c.dim_z} ({c.num_slots} x {c.z_chunk})" if c.hier else "z"
+            sn = " (TFHub/biggan.py's spectral norm)" if c.sn_variant == "tfhub" else ""
             arch = (
                 f"BigGAN {c.resolution}px, ch {c.ch}, {z}, shared embedding {c.shared_dim}, "
                 f"attention at {list(c.attention)} px, {c.num_svs} singular vector(s), "
-                f"bn_eps {c.bn_eps:g}, sn_eps {c.sn_eps:g}"
+                f"bn_eps {c.bn_eps:g}, sn_eps {c.sn_eps:g}{sn}"
             )
         return f"{self.format}: {arch}, {c.num_classes} classes"
 
@@ -150,8 +156,10 @@ def is_biggan_directory(path: Path) -> bool:
 
 
 def is_biggan_state_dict(obj: Any) -> bool:
-    """Either format, or a BigGAN layout glean-sr recognises in order to refuse it by name."""
-    return is_deep_state_dict(obj) or is_brock_state_dict(obj) or other_layout(obj) is not None
+    """A format read here, or a BigGAN layout glean-sr recognises in order to refuse it by
+    name."""
+    known = is_deep_state_dict(obj) or is_brock_state_dict(obj) or is_tfhub_state_dict(obj)
+    return known or other_layout(obj) is not None
 
 
 def _build(config: Any, sd: dict[str, Tensor], name: str) -> BigGANModule:
@@ -169,19 +177,27 @@ def _build(config: Any, sd: dict[str, Tensor], name: str) -> BigGANModule:
 def load_biggan_state_dict(
     sd: Any, name: str, *, hf_config: dict[str, Any] | None = None, **fixed: Any
 ) -> tuple[BigGANModule, str, list[str]]:
-    """``(generator, format, notes)`` of a BigGAN state_dict of either format. ``hf_config`` is
-    pytorch-pretrained-biggan's config.json; ``fixed`` sets BigGAN-PyTorch's ``bn_eps``,
-    ``sn_eps`` and ``num_itrs``, which its files do not store."""
+    """``(generator, format, notes)`` of a BigGAN state_dict of any format read here.
+    ``hf_config`` is pytorch-pretrained-biggan's config.json; ``fixed`` sets BigGAN-PyTorch's
+    ``bn_eps``, ``sn_eps`` and ``num_itrs``, which its G.pth files do not store."""
     other = other_layout(sd)
     if other is not None:
         raise WeightsError(
-            f"{name}: {other}; glean-sr reads pytorch-pretrained-biggan's BigGAN-deep and "
-            f"BigGAN-PyTorch's BigGAN.py generators"
+            f"{name}: {other}; glean-sr reads pytorch-pretrained-biggan's BigGAN-deep, "
+            f"BigGAN-PyTorch's BigGAN.py generators and TFHub/converter.py's files"
         )
     if is_deep_state_dict(sd):
         if fixed:
             raise WeightsError(f"{name}: {sorted(fixed)} apply to BigGAN-PyTorch files only")
         config, notes = infer_deep_config(sd, hf_config, name)
+    elif is_tfhub_state_dict(sd):
+        if fixed:
+            raise WeightsError(
+                f"{name}: {sorted(fixed)} are fixed by TFHub/biggan.py for a converted TF Hub "
+                f"file; they apply to BigGAN-PyTorch G.pth files only"
+            )
+        converted, config = convert_tfhub_state_dict(sd, name)
+        return _build(config, converted, name), TFHUB_FORMAT, []
     elif is_brock_state_dict(sd):
         config, notes = infer_brock_config(sd, name, **fixed)
     else:
@@ -355,6 +371,7 @@ def sample_class_grid(
 __all__ = [
     "BIGGAN_TYPES",
     "HF_WEIGHTS_NAME",
+    "TFHUB_FORMAT",
     "LoadedBigGAN",
     "build_glean_biggan_from_bank",
     "build_lightglean_biggan_from_bank",
