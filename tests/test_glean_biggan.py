@@ -150,6 +150,20 @@ def test_a_deep_model_is_built_around_a_bank_directory_and_saved(tmp_path):
         build_glean_biggan_from_bank(random_bank(), 8, truncation=0.5)
 
 
+def test_sample_bank_reads_the_bank_inside_a_model_directory(tmp_path, capsys):
+    from glean_sr.cli import main
+
+    model = GLEANBigGAN(TINY_DEEP, bank=random_deep_bank(8))
+    model.save_pretrained(tmp_path / "model")
+    inside = glean_sr.load_bank(tmp_path / "model")
+    assert isinstance(inside, LoadedBigGAN) and inside.config == TINY_DEEP.bank
+    out = tmp_path / "grid.png"
+    args = ["sample-bank", str(tmp_path / "model"), "-o", str(out), "--num", "2", "--class", "3"]
+    assert main(args) == 0
+    assert Image.open(out).size == (2 * 64, 64)
+    assert "the bank inside the restorer" in capsys.readouterr().out
+
+
 def test_glean_biggan_configs_keep_their_keys():
     """A GLEAN-BigGAN config.json holds the keys it always held; one written so reads back."""
     saved = config_to_dict(TINY)

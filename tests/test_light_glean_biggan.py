@@ -20,7 +20,13 @@ from glean_sr.models.registry import build_model
 from glean_sr.presets import PRESETS
 from glean_sr.training.recipe import load_recipe, recipe_from_dict
 from glean_sr.weights.biggan_banks import LoadedBigGAN, build_lightglean_biggan_from_bank
-from training_helpers import make_image_set, read_log, tiny_recipe_dict, train_losses
+from training_helpers import (
+    make_image_set,
+    read_log,
+    tiny_recipe_dict,
+    train_losses,
+    write_recipe,
+)
 
 
 def light(config):
@@ -154,9 +160,9 @@ def test_info_and_upscale(tmp_path, capsys):
 
 
 def test_a_short_run_on_real_photos_learns(tmp_path):
-    """The training loop (``glean-sr train``'s) around a bank directory, GAN loss included:
-    the discriminator starts from scratch, the codes and encoder learn, the bank stays."""
-    from glean_sr.training.loop import train
+    """``glean-sr train RECIPE`` around a bank directory, GAN loss included: the discriminator
+    starts from scratch, the codes and encoder learn, the bank stays."""
+    from glean_sr.cli import main
 
     LoadedBigGAN(generator=random_bank(5), source="test", format="test").save(tmp_path / "bank")
     train_set = make_image_set(tmp_path / "train", 8, gt_size=32, lq_size=8, seed=0)
@@ -173,9 +179,10 @@ def test_a_short_run_on_real_photos_learns(tmp_path):
     )
     data["model"] = {"type": cfg.pop("model_type"), **cfg}
     data["bank"]["channel_order"] = ""
-    summary = train(recipe_from_dict(data))
-    assert summary["finished"] and summary["step"] == 12
+    assert recipe_from_dict(data).model == LIGHT
+    assert main(["train", str(write_recipe(tmp_path / "light.toml", data))]) == 0
     events = read_log(tmp_path / "run")
+    assert events[-1]["event"] == "final" and events[-1]["step"] == 12
     assert any("starts from scratch" in n for n in events[0]["bank_notes"])
     pix = [train_losses(events)[s]["loss_pix"] for s in range(1, 13)]
     assert sum(pix[-3:]) < 0.8 * sum(pix[:3]), pix
