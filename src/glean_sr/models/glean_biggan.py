@@ -8,7 +8,7 @@ style blocks::
     encoder.1..      stride-2 conv blocks: E_{in/2} ... E_4
     encoder.-1       latent head: conv + LReLU + flatten + linear -> every conditioning vector
     fusion.*         3x3 convs fusing [bank feature, E_res] at res = 4 .. in_size (Eq. 3)
-    generator.*      the BigGAN-PyTorch generator (frozen; its own key layout)
+    generator.*      the BigGAN-PyTorch or BigGAN-deep generator (frozen; its own key layout)
     decoder.*        pixel-shuffle stages from in_size to out_size, then two 3x3 convs (Eq. 4)
 
 Conditioning. A BigGAN generator is driven by one vector per stage: a chunk of ``z`` for its
