@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
@@ -16,11 +19,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     cannot clobber each other), and :class:`FileExistsError` is raised. On file systems without
     hard links the existence check and the rename are two steps.
     """
+    with atomic_writer(path, overwrite=overwrite) as f:
+        f.write(data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s contents into piece by piece (a streamed image): a
+    temporary file next to ``path`` that is synced and moved into place when the block ends,
+    and removed if it raises. ``overwrite`` as in :func:`atomic_write_bytes`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -39,7 +52,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def remove_interrupted_writes(path: str | os.PathLike) -> list[Path]:

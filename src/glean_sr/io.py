@@ -47,11 +47,10 @@ import dataclasses
 import io
 import os
 import re
-import struct
 import sys
 import warnings
-import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,9 +58,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_writer
 from .errors import ImageError
 from .limits import max_pixels as default_max_pixels
+from .png import PngWriter
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -652,23 +652,71 @@ def write_image(
     if not overwrite and path.exists():
         raise ImageError(f"{path}: exists; pass --overwrite (overwrite=True) to replace it")
     data, notes = encode_image(image, fmt, quality=quality)
-    try:
+    with _write_errors(path):
         atomic_write_bytes(path, data, overwrite=overwrite)
+    return notes
+
+
+def write_image_rows(
+    path: str | os.PathLike,
+    bands: Iterable[np.ndarray],
+    *,
+    width: int,
+    height: int,
+    bit_depth: int = 8,
+    icc_profile: bytes | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write a PNG whose rows come a band at a time, so the image is never whole in memory:
+    ``bands`` yields float ``[n, width, C]`` pixels in ``[0, 1]`` (C = 1 gray, 2 gray + alpha,
+    3 RGB, 4 RGBA), ``height`` rows in all, each band quantised by :func:`quantize`. The bytes
+    are those :func:`write_image` writes for the same image; atomic, never replacing a file
+    unless ``overwrite``.
+
+    Raises:
+        ImageError: ``path`` is not a ``.png``, exists, or cannot be written.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ImageError(f"{path}: images written band by band are PNG files; name it .png")
+    if not overwrite and path.exists():
+        raise ImageError(f"{path}: exists; pass --overwrite (overwrite=True) to replace it")
+    with _write_errors(path), atomic_writer(path, overwrite=overwrite) as f:
+        png = None
+        for band in bands:
+            if png is None:
+                png = PngWriter(f, width, height, band.shape[2], bit_depth, icc_profile=icc_profile)
+            png.write(quantize(band, bit_depth))
+        if png is None:
+            raise ValueError("no rows to write")
+        png.close()
+
+
+@contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """A file that exists or cannot be written as one :class:`ImageError` line."""
+    try:
+        yield
     except FileExistsError:
         raise ImageError(
             f"{path}: exists; pass --overwrite (overwrite=True) to replace it"
         ) from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot write: {exc.strerror or _one_line(exc)}") from None
-    return notes
 
 
 def encode_image(image: ImageData, fmt: str, *, quality: int = 95) -> tuple[bytes, tuple[str, ...]]:
     """The file bytes of ``image`` in Pillow format ``fmt`` and the notes of what was dropped."""
     notes: list[str] = []
     icc = image.icc_profile
-    if fmt == "PNG" and image.bit_depth == 16:
-        return _png16(to_array(image, bit_depth=16), icc), ()
+    if fmt == "PNG":  # glean-sr's own encoder: the bytes of a streamed write (write_image_rows)
+        samples = to_array(image)
+        buffer = io.BytesIO()
+        png = PngWriter(buffer, samples.shape[1], samples.shape[0], samples.shape[2],
+                        image.bit_depth, icc_profile=icc)  # fmt: skip
+        png.write(samples)
+        png.close()
+        return buffer.getvalue(), ()
     alpha = image.alpha
     if alpha is not None and fmt in ("JPEG", "BMP"):
         notes.append(f"alpha dropped ({fmt} output has none)")
@@ -700,30 +748,6 @@ def encode_image(image: ImageData, fmt: str, *, quality: int = 95) -> tuple[byte
     buffer = io.BytesIO()
     pil.save(buffer, format=fmt, **options)
     return buffer.getvalue(), tuple(notes)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def _png16(samples: np.ndarray, icc: bytes | None) -> bytes:
-    """A 16-bit PNG of ``samples: uint16 [H, W, C]`` (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA),
-    written here because Pillow cannot write 16-bit colour. Every row uses PNG's "Up" filter."""
-    h, w, c = samples.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = samples.astype(">u2").reshape(h, w * c).view(np.uint8)  # [H, 2 * W * C] bytes
-    up = np.diff(rows, axis=0, prepend=np.zeros((1, rows.shape[1]), np.uint8))  # mod 256
-    scanlines = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)),
-    ]
-    if icc:
-        parts.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
-    parts.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
