@@ -199,3 +199,90 @@ def lanczos_resize(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
         plane = Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32))
         out[..., c] = np.asarray(plane.resize((out_w, out_h), Image.Resampling.LANCZOS))
     return out[..., 0] if img.ndim == 2 else out
+
+
+def _lanczos_reach(step: float) -> float:
+    """Source rows an output row's Lanczos window reaches on each side, ``step`` source rows
+    per output row: a = 3, stretched when shrinking, and 2 more for Pillow's rounding of the
+    window's ends."""
+    return 3.0 * max(1.0, step) + 2
+
+
+class LanczosRows:
+    """:func:`lanczos_resize` of an image that arrives as bands of rows, given back as bands:
+    a photo too large to hold whole (``glean-sr upscale --tile --outscale``) is resized holding
+    only the source rows the next output rows need.
+
+    :meth:`feed` each source band (float ``[n, in_w, C]``, top to bottom, ``in_h`` rows in all)
+    and take the output rows it completes (float32 ``[m, out_w, C]``, not clipped). Each output
+    band is resized by Pillow from a crop of the source whose rows reach past the filter's
+    support on both sides, with ``box`` placing it where it lies in the whole image, so the
+    result equals :func:`lanczos_resize` of the whole image up to float rounding.
+    """
+
+    def __init__(self, in_hw: Sequence[int], out_hw: Sequence[int]):
+        self.in_h, self.in_w = (int(n) for n in in_hw)
+        self.out_h, self.out_w = (int(n) for n in out_hw)
+        if min(self.in_h, self.in_w, self.out_h, self.out_w) < 1:
+            raise ValueError(f"sizes must be positive, got {tuple(in_hw)} -> {tuple(out_hw)}")
+        self.step = self.in_h / self.out_h  # source rows per output row
+        self.support = _lanczos_reach(self.step)
+        self.buffer: np.ndarray | None = None  # source rows [self.top, self.top + len)
+        self.top = 0
+        self.received = 0
+        self.done = 0  # output rows given back
+
+    def feed(self, band: np.ndarray) -> list[np.ndarray]:
+        """Add the next source rows; returns the output bands they complete (maybe none)."""
+        band = np.asarray(band, np.float32)
+        if band.ndim != 3 or band.shape[1] != self.in_w:
+            raise ValueError(f"expected [n, {self.in_w}, C], got {list(band.shape)}")
+        # a copy: a caller's band may be a view of a buffer it reuses
+        self.buffer = band.copy() if self.buffer is None else np.concatenate([self.buffer, band])
+        self.received += band.shape[0]
+        if self.received > self.in_h:
+            raise ValueError(f"{self.received} source rows for an image of {self.in_h}")
+        if self.received == self.in_h:
+            ready = self.out_h
+        else:  # output rows whose filter window ends within the rows received
+            ready = min(self.out_h, max(0, math.floor((self.received - self.support) / self.step)))
+        if ready <= self.done:
+            return []
+        out = lanczos_rows(self.buffer, self.top, (self.in_h, self.in_w), (self.done, ready),
+                           (self.out_h, self.out_w))  # fmt: skip
+        self.done = ready
+        keep = max(0, math.floor(ready * self.step - self.support))  # the next rows need these
+        self.buffer = self.buffer[keep - self.top :]
+        self.top = keep
+        return [out]
+
+
+def lanczos_rows(
+    source: np.ndarray,
+    top: int,
+    in_hw: Sequence[int],
+    rows: tuple[int, int],
+    out_hw: Sequence[int],
+) -> np.ndarray:
+    """Output rows ``[first, stop)`` of :func:`lanczos_resize` of an ``in_hw`` image to
+    ``out_hw``, from ``source``: float ``[n, in_w, C]``, the image's rows ``[top, top + n)``,
+    which must hold every row those output rows' filter windows reach (see
+    :class:`LanczosRows`). Float32 ``[stop - first, out_w, C]``, equal to the same rows of the
+    whole resize up to float rounding."""
+    from PIL import Image
+
+    (in_h, in_w), (out_h, out_w), (first, stop) = in_hw, out_hw, rows
+    step = in_h / out_h
+    support = _lanczos_reach(step)
+    lo = max(0, math.floor(first * step - support))
+    hi = min(in_h, math.ceil(stop * step + support))
+    if lo < top or hi > top + source.shape[0]:
+        raise ValueError(f"rows {first}..{stop} need source rows {lo}..{hi}")
+    crop = source[lo - top : hi - top]
+    box = (0.0, first * step - lo, float(in_w), stop * step - lo)  # where the crop lies
+    out = np.empty((stop - first, out_w, crop.shape[2]), np.float32)
+    for c in range(crop.shape[2]):
+        plane = Image.fromarray(np.ascontiguousarray(crop[..., c], np.float32))
+        resized = plane.resize((out_w, stop - first), Image.Resampling.LANCZOS, box=box)
+        out[..., c] = np.asarray(resized)
+    return out

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import GleanError
-from ..io import is_image_file, list_images, read_image, write_image
+from ..io import is_image_file, list_images, read_image, write_image, write_image_rows
 
 T = TypeVar("T")
 
@@ -257,6 +257,22 @@ def _write(data: Any, output: Path, overwrite: bool) -> list[str]:
     return list(write_image(data, output, overwrite=overwrite))
 
 
+def _write_streamed(streamed: Any, output: Path, overwrite: bool) -> Any:
+    """Write an :class:`~glean_sr.inference.upscaler.StreamedImage` as a PNG band by band;
+    returns its record."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_image_rows(
+        output,
+        streamed.bands,
+        width=streamed.width,
+        height=streamed.height,
+        bit_depth=streamed.bit_depth,
+        icc_profile=streamed.icc_profile,
+        overwrite=overwrite,
+    )
+    return streamed.record
+
+
 def upscale_files(
     upscaler: Any,
     jobs: list[Job],
@@ -275,24 +291,42 @@ def upscale_files(
     The report is closed at the end.
     """
     pending: list = []
-    # a model that takes any size runs one image at a time (batch_size counts its tiles), so
-    # only one photo and its result are held at once
-    images_per_batch = 1 if getattr(upscaler, "any_size", False) else upscaler.batch_size
+    # a model that takes any size runs one image at a time (batch_size counts its tiles), and
+    # writes a PNG band by band as its tiles finish: only the photo and one band are held
+    streams = getattr(upscaler, "any_size", False)
+    images_per_batch = 1 if streams else upscaler.batch_size
+
+    def model_failed(exc: Exception) -> None:
+        if debug:
+            raise exc
+        hint = ""
+        if "out of memory" in str(exc).lower():
+            hint = " (out of memory: try --batch-size 1 or --tile, or --device cpu)"
+        for job, _ in pending:
+            report.fail(f"{job.path}: the model failed: {type(exc).__name__}: {exc}{hint}")
+        pending.clear()
 
     def flush() -> None:
         if not pending:
             return
+        if streams and pending[0][0].output.suffix.lower() == ".png":
+            ((job, prep),) = pending
+            try:
+                record = _write_streamed(upscaler.stream(prep), job.output, overwrite)
+            except GleanError as exc:  # the file could not be written
+                report.fail(str(exc))
+            except Exception as exc:
+                model_failed(exc)
+                return
+            else:
+                steps = "; ".join([prep.image.describe(), *record.steps])
+                report.ok(f"{job.path}: {steps} -> {job.output}")
+            pending.clear()
+            return
         try:
             restored = upscaler.restore([prep for _, prep in pending])
         except Exception as exc:
-            if debug:
-                raise
-            hint = ""
-            if "out of memory" in str(exc).lower():
-                hint = " (out of memory: try --batch-size 1, or --device cpu)"
-            for job, _ in pending:
-                report.fail(f"{job.path}: the model failed: {type(exc).__name__}: {exc}{hint}")
-            pending.clear()
+            model_failed(exc)
             return
         for (job, prep), (data, record) in zip(pending, restored, strict=True):
             notes = _guarded(job, report, debug, partial(_write, data, job.output, overwrite))

@@ -35,7 +35,7 @@ padding cut off the output.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +135,110 @@ class TiledOutput:
         return self.grid[0] * self.grid[1]
 
 
+class TiledRun:
+    """Enlarge ``pixels`` (float32 ``[H, W, C]`` in ``[0, 1]``, C = 1 or 3) ``scale`` times with
+    ``forward`` (``[N, model_channels, h, w]`` in ``[-1, 1]`` -> ``[N, model_channels, scale h,
+    scale w]``), ``batch_size`` windows per call; ``tile=None`` runs the whole photo at once.
+
+    :meth:`bands` gives the output a band of rows at a time, so it is never whole in memory:
+    one row of tiles is run and blended into a band as wide as the output and as tall as that
+    row's tiles plus the next row's cross-fade, and the rows no later tile touches leave. The
+    output has the input's channels (a grey photo comes back as the luma of the model's RGB
+    output, :func:`glean_sr.io.tensor_to_pixels`).
+    """
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        forward: Callable[[Tensor], Tensor],
+        *,
+        scale: int,
+        model_channels: int,
+        tile: int | None,
+        tile_pad: int,
+        batch_size: int = 1,
+        multiple: int = 1,
+    ):
+        if pixels.ndim != 3 or pixels.dtype != np.float32:
+            raise ValueError(f"pixels must be float32 [H, W, C], got {pixels.dtype} {pixels.shape}")
+        h, w, self.channels = pixels.shape
+        hp, wp = (math.ceil(n / multiple) * multiple for n in (h, w))
+        if (hp, wp) != (h, w):  # mirrored out at the bottom and right, cut off the output again
+            pixels = np.pad(pixels, ((0, hp - h), (0, wp - w), (0, 0)), mode="symmetric")
+        self.pixels, self.forward, self.scale = pixels, forward, scale
+        self.model_channels, self.batch_size = model_channels, batch_size
+        self.rows = spans(hp, tile, tile_pad, multiple)
+        self.cols = spans(wp, tile, tile_pad, multiple)
+        self.out_hw = (h * scale, w * scale)
+        self.grid = (len(self.rows), len(self.cols))
+        self.window = (
+            self.rows[0].window_stop - self.rows[0].window_start,
+            self.cols[0].window_stop - self.cols[0].window_start,
+        )
+
+    @property
+    def tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def bands(self) -> Iterator[np.ndarray]:
+        """The output, float32 ``[n, scale W, C]`` in ``[0, 1]``, top to bottom, ``scale H``
+        rows in all. A band is a view of the run's one buffer: use it (or copy it) before
+        asking for the next."""
+        out_h, out_w = self.out_hw
+        if self.tiles == 1:
+            sr = self.forward(pixels_to_tensor(self.pixels, channels=self.model_channels))
+            yield np.ascontiguousarray(tensor_to_pixels(sr, self.channels)[0][:out_h, :out_w])
+            return
+        col_weights = [c.output_weights(self.scale, out_w) for c in self.cols]
+        row_weights = [r.output_weights(self.scale, out_h) for r in self.rows]
+        # one buffer for every band: a row of tiles and the cross-fade that the next row adds to
+        band = np.zeros((max(y1 - y0 for y0, y1, _ in row_weights), out_w, self.channels),
+                        np.float32)  # fmt: skip
+        top = 0  # output row of band[0]
+        for i, (r, weights) in enumerate(zip(self.rows, row_weights, strict=True)):
+            self._blend_row(r, band, top, weights, col_weights)
+            if i + 1 < len(self.rows):
+                nxt = self.rows[i + 1]
+                done = (nxt.start - nxt.blend_before) * self.scale  # the next row starts here
+            else:
+                done = out_h
+            finished = band[: done - top]
+            yield np.clip(finished, 0, 1, out=finished)
+            carried = weights[1] - done  # rows of the cross-fade, half summed
+            band[:carried] = band[done - top : done - top + carried].copy()
+            band[carried:] = 0
+            top = done
+
+    def _blend_row(
+        self,
+        r: Span,
+        band: np.ndarray,
+        top: int,
+        row_weights: tuple[int, int, np.ndarray],
+        col_weights: list[tuple[int, int, np.ndarray]],
+    ) -> None:
+        """Run the tiles of row ``r``, ``batch_size`` per call, and add each into ``band``
+        (whose first row is output row ``top``) with its cross-fade weights."""
+        y0, y1, wy = row_weights
+        for first in range(0, len(self.cols), self.batch_size):
+            chunk = list(range(first, min(first + self.batch_size, len(self.cols))))
+            crops = [
+                self.pixels[
+                    r.window_start : r.window_stop,
+                    self.cols[j].window_start : self.cols[j].window_stop,
+                ]
+                for j in chunk
+            ]
+            sr = self.forward(pixels_to_tensor(crops, channels=self.model_channels))
+            pieces = tensor_to_pixels(sr, self.channels)  # [s h, s w, C] each
+            del sr
+            for j, piece in zip(chunk, pieces, strict=True):
+                x0, x1, wx = col_weights[j]
+                oy, ox = r.window_start * self.scale, self.cols[j].window_start * self.scale
+                part = piece[y0 - oy : y1 - oy, x0 - ox : x1 - ox]  # [rows, cols, C]
+                band[y0 - top : y1 - top, x0:x1] += part * (wy[:, None, None] * wx[None, :, None])
+
+
 def run_tiled(
     pixels: np.ndarray,
     forward: Callable[[Tensor], Tensor],
@@ -146,48 +250,20 @@ def run_tiled(
     batch_size: int = 1,
     multiple: int = 1,
 ) -> TiledOutput:
-    """Enlarge ``pixels`` (float32 ``[H, W, C]`` in ``[0, 1]``, C = 1 or 3) ``scale`` times with
-    ``forward`` (``[N, model_channels, h, w]`` in ``[-1, 1]`` -> ``[N, model_channels, scale h,
-    scale w]``), ``batch_size`` windows per call; ``tile=None`` runs the whole photo at once.
-
-    The output has the input's channels (a grey photo comes back as the luma of the model's RGB
-    output, :func:`glean_sr.io.tensor_to_pixels`).
-    """
-    if pixels.ndim != 3 or pixels.dtype != np.float32:
-        raise ValueError(f"pixels must be float32 [H, W, C], got {pixels.dtype} {pixels.shape}")
-    h, w, channels = pixels.shape
-    hp, wp = (math.ceil(n / multiple) * multiple for n in (h, w))
-    if (hp, wp) != (h, w):  # mirrored out at the bottom and right, cut off the output again
-        pixels = np.pad(pixels, ((0, hp - h), (0, wp - w), (0, 0)), mode="symmetric")
-    rows = spans(hp, tile, tile_pad, multiple)
-    cols = spans(wp, tile, tile_pad, multiple)
-    out_h, out_w = h * scale, w * scale
-    window = (
-        rows[0].window_stop - rows[0].window_start,
-        cols[0].window_stop - cols[0].window_start,
+    """The whole output of a :class:`TiledRun` (same arguments) in memory."""
+    run = TiledRun(
+        pixels,
+        forward,
+        scale=scale,
+        model_channels=model_channels,
+        tile=tile,
+        tile_pad=tile_pad,
+        batch_size=batch_size,
+        multiple=multiple,
     )
-    tiles = [(r, c) for r in rows for c in cols]
-    if len(tiles) == 1:
-        sr = forward(pixels_to_tensor(pixels, channels=model_channels))
-        whole = tensor_to_pixels(sr, channels)[0]
-        return TiledOutput(np.ascontiguousarray(whole[:out_h, :out_w]), (1, 1), window)
-
-    row_weights = {r: r.output_weights(scale, out_h) for r in rows}
-    col_weights = {c: c.output_weights(scale, out_w) for c in cols}
-    out = np.zeros((out_h, out_w, channels), np.float32)
-    for first in range(0, len(tiles), batch_size):
-        chunk = tiles[first : first + batch_size]
-        crops = [
-            pixels[r.window_start : r.window_stop, c.window_start : c.window_stop] for r, c in chunk
-        ]
-        sr = forward(pixels_to_tensor(crops, channels=model_channels))  # [n, C, s h, s w]
-        pieces = tensor_to_pixels(sr, channels)
-        del sr
-        for (r, c), piece in zip(chunk, pieces, strict=True):
-            y0, y1, wy = row_weights[r]
-            x0, x1, wx = col_weights[c]
-            oy, ox = r.window_start * scale, c.window_start * scale
-            part = piece[y0 - oy : y1 - oy, x0 - ox : x1 - ox]  # [rows, cols, C]
-            out[y0:y1, x0:x1] += part * (wy[:, None, None] * wx[None, :, None])
-    np.clip(out, 0, 1, out=out)
-    return TiledOutput(out, (len(rows), len(cols)), window)
+    out = np.empty((*run.out_hw, run.channels), np.float32)
+    y = 0
+    for band in run.bands():
+        out[y : y + band.shape[0]] = band
+        y += band.shape[0]
+    return TiledOutput(out, run.grid, run.window)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.imresize import area_resize, imresize, lanczos_resize
+from ..data.imresize import LanczosRows, area_resize, imresize, lanczos_resize, lanczos_rows
 from ..devices import resolve_device
 from ..errors import ConfigError, ImageError
 from ..io import (
@@ -67,7 +67,7 @@ from ..io import (
 from ..weights.pretrained import load_model
 from . import FIT_MODES, PRECISION_NAMES, RESIZE_METHODS
 from .cpu_fast import accelerate
-from .tiling import run_tiled
+from .tiling import TiledRun
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
@@ -114,6 +114,40 @@ class UpscaleRecord:
     def describe(self) -> str:
         """The steps as one line, ``"; "``-separated."""
         return "; ".join(self.steps)
+
+
+@dataclass
+class StreamedImage:
+    """A result given a band of rows at a time (:meth:`Upscaler.stream`).
+
+    ``bands`` yields float32 ``[n, width, C]`` in ``[0, 1]`` top to bottom, ``height`` rows in
+    all, ``C`` the input's channels with its alpha (if any) last; ``bit_depth`` and
+    ``icc_profile`` are the input's, for writing; ``record`` says what was done."""
+
+    height: int
+    width: int
+    bit_depth: int
+    icc_profile: bytes | None
+    record: UpscaleRecord
+    bands: Iterator[np.ndarray]
+
+
+def _result_bands(
+    run: TiledRun, size: tuple[int, int], alpha: np.ndarray | None
+) -> Iterator[np.ndarray]:
+    """The bands of ``run`` resized to ``size`` (Lanczos) if it differs, with the rows of
+    ``alpha`` (``[H, W]`` of the input) resized to ``size`` appended."""
+    resizer = LanczosRows(run.out_hw, size) if size != run.out_hw else None
+    y = 0
+    for band in run.bands():
+        for rows in resizer.feed(band) if resizer is not None else [band]:
+            if resizer is not None:
+                rows = np.clip(rows, 0, 1)
+            if alpha is not None:
+                a = lanczos_rows(alpha[..., None], 0, alpha.shape, (y, y + rows.shape[0]), size)
+                rows = np.concatenate([rows, np.clip(a, 0, 1)], axis=2)
+            y += rows.shape[0]
+            yield rows
 
 
 @dataclass
@@ -474,9 +508,15 @@ class Upscaler:
             results.extend(self._finish(p, out) for p, out in zip(chunk, outputs, strict=True))
         return results
 
-    def _run_any_size(self, prep: PreparedImage) -> tuple[ImageData, UpscaleRecord]:
-        """One image through a model that takes any size, whole or in tiles."""
-        run = run_tiled(
+    def stream(self, prep: PreparedImage) -> StreamedImage:
+        """The result of a model that takes any size as bands of rows, for writing a photo
+        whose enlargement is never whole in memory (:func:`glean_sr.io.write_image_rows`):
+        tiles run a row at a time (:class:`~glean_sr.inference.tiling.TiledRun`), ``outscale``
+        resizes band by band, the alpha's rows are resized as they are needed. The record is
+        complete before the first band is computed."""
+        if not self.any_size:
+            raise ValueError("stream() is for models that take any size (RRDBNet)")
+        run = TiledRun(
             prep.lq,
             self.forward,
             scale=self.scale,
@@ -487,8 +527,7 @@ class Upscaler:
             multiple=getattr(self.model, "size_multiple", 1),
         )
         record = dataclasses.replace(prep.record, steps=list(prep.record.steps))  # prep reusable
-        sr = run.pixels
-        record.model_output_hw = (sr.shape[0], sr.shape[1])
+        record.model_output_hw = run.out_hw
         how = f"x{self.scale}"
         if run.tiles > 1:
             record.tiles = run.grid
@@ -496,14 +535,53 @@ class Upscaler:
                 f", {run.tiles} tiles ({run.grid[0]} x {run.grid[1]}) of {self.tile} px in "
                 f"{_wxh(run.window)} windows"
             )
-        record.steps.append(f"restored {_wxh(record.input_hw)} -> {_wxh(sr.shape[:2])} ({how})")
-        alpha = None
-        if prep.square_alpha is not None:  # Lanczos: MATLAB bicubic's dense matrices take GBs
-            alpha = np.clip(lanczos_resize(prep.square_alpha, sr.shape[:2]), 0, 1)
-            record.steps.append(
-                f"alpha resized {_wxh(record.input_hw)} -> {_wxh(sr.shape[:2])} (Lanczos)"
-            )
-        return self._output(prep, record, sr, alpha)
+        record.steps.append(f"restored {_wxh(record.input_hw)} -> {_wxh(run.out_hw)} ({how})")
+        size = run.out_hw
+        if self.outscale is not None:
+            size = tuple(max(1, round(n * self.outscale)) for n in record.input_hw)
+            if size != run.out_hw:
+                record.steps.append(
+                    f"resized {_wxh(run.out_hw)} -> {_wxh(size)} (Lanczos, outscale "
+                    f"{self.outscale:g})"
+                )
+            record.outscale = self.outscale
+        alpha = prep.square_alpha
+        if alpha is not None:  # Lanczos: MATLAB bicubic's dense matrices take GBs
+            record.steps.append(f"alpha resized {_wxh(record.input_hw)} -> {_wxh(size)} (Lanczos)")
+            record.steps.append("alpha reattached")
+        if record.grayscale:
+            record.steps.append("output returned to grayscale (luma)")
+        record.output_hw = size
+        src = prep.image
+        return StreamedImage(
+            height=size[0],
+            width=size[1],
+            bit_depth=src.bit_depth,
+            icc_profile=src.icc_profile,
+            record=record,
+            bands=_result_bands(run, size, alpha),
+        )
+
+    def _run_any_size(self, prep: PreparedImage) -> tuple[ImageData, UpscaleRecord]:
+        """One image through a model that takes any size, whole or in tiles: the bands of
+        :meth:`stream` put together."""
+        streamed = self.stream(prep)
+        channels = prep.image.channels + (prep.square_alpha is not None)
+        out = np.empty((streamed.height, streamed.width, channels), np.float32)
+        y = 0
+        for band in streamed.bands:
+            out[y : y + band.shape[0]] = band
+            y += band.shape[0]
+        src = prep.image
+        alpha = out[..., -1] if prep.square_alpha is not None else None
+        image = ImageData(
+            pixels=np.ascontiguousarray(out[..., : src.channels]),
+            alpha=None if alpha is None else np.ascontiguousarray(alpha),
+            bit_depth=src.bit_depth,
+            icc_profile=src.icc_profile,
+            source=src.source,
+        )
+        return image, streamed.record
 
     def _finish(self, prep: PreparedImage, sr: np.ndarray) -> tuple[ImageData, UpscaleRecord]:
         record = dataclasses.replace(prep.record, steps=list(prep.record.steps))  # prep reusable
