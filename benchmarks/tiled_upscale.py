@@ -1,5 +1,5 @@
-"""Peak memory of ``glean-sr upscale --tile`` at two photo sizes: what tiling bounds and what it
-cannot.
+"""Peak memory of ``glean-sr upscale --tile`` at two photo sizes: what grows with the photo and
+what does not.
 
     python benchmarks/tiled_upscale.py                        # 1500 x 1000 and 3000 x 2000, x4
     python benchmarks/tiled_upscale.py --sizes 800x600 3000x2000 --tile 256 --json rows.json
@@ -9,14 +9,17 @@ in-process in a fresh child process, so its peak memory is its own) on a photo m
 scikit-image's astronaut resized to that size (PNG), with a narrow RRDBNet x4 (``--channels``,
 ``--blocks``; seeded weights scaled as in tests/test_background.py, so the output is an image and
 not a clipped flat one) saved as a glean-sr model directory. A narrow network keeps the run to
-minutes on a CPU; the memory that tiling bounds (the weights and one batch of windows and their
-activations) is then small, and the rest of the peak is the photo and its enlargement.
+minutes on a CPU.
 
 Columns: ``peak_rss_mib``, the child's peak resident memory (``VmHWM``) over the whole command:
-the interpreter and PyTorch, the model, reading the photo, the tiled run, and writing the PNG;
-``output_mpix``, output pixels in millions; ``seconds``, the command's wall time. From the two
-rows the script fits ``peak = fixed + per_pixel * output pixels``: ``per_pixel`` is the bytes
-the image itself costs per output pixel, ``fixed`` what does not grow with the photo.
+the interpreter and PyTorch, the model, reading the photo, the tiled run, and writing the PNG
+band by band; ``output_mpix``, output pixels in millions; ``seconds``, the command's wall time.
+The output is never whole in memory, so what can grow with the photo is the photo itself and the
+band of one row of tiles. Each row shows them as sizes computed from the geometry: ``band_mib``,
+the float32 band (``(tile + 2 * (tile_pad // 2)) * 4`` output rows by the output width, 12 bytes
+per RGB pixel), ``photo_mib``, the decoded photo (Pillow's 4 bytes per pixel while decoding, the
+8-bit array and the float32 pixels: 19 bytes per input pixel), and ``rest_mib``, the peak less
+both: the same at every size when nothing else grows.
 """
 
 from __future__ import annotations
@@ -114,33 +117,35 @@ def main() -> None:
             result = json.loads(run.stdout.strip().splitlines()[-1])
             if result["status"] != 0:
                 raise SystemExit(f"upscale failed on {w}x{h}:\n{run.stdout}\n{run.stderr}")
+            blend = min(args.tile_pad, args.tile) // 2
+            band = (args.tile + 2 * blend) * 4 * (4 * w) * 12 / 2**20
+            photo = 19 * w * h / 2**20
+            peak = result["peak_rss"] / 2**20
             rows.append(
                 {
                     "size": f"{w}x{h}",
                     "output": f"{4 * w}x{4 * h}",
                     "output_mpix": 16 * w * h / 1e6,
-                    "peak_rss_mib": result["peak_rss"] / 2**20,
+                    "peak_rss_mib": peak,
+                    "band_mib": band,
+                    "photo_mib": photo,
+                    "rest_mib": peak - band - photo,
                     "seconds": result["seconds"],
                 }
             )
     print(f"RRDBNet x4 ({args.channels} channels, {args.blocks} RRDB), --tile {args.tile} "
           f"--tile-pad {args.tile_pad}, {args.threads} thread(s)")  # fmt: skip
-    print("| photo | output | output Mpix | peak RSS MiB | s |")
-    print("|---|---|---|---|---|")
+    print("| photo | output | output Mpix | peak RSS MiB | band MiB | photo MiB | rest MiB | s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']} | {r['output']} | {r['output_mpix']:.0f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |")  # fmt: skip
+              f"{r['peak_rss_mib']:.0f} | {r['band_mib']:.0f} | {r['photo_mib']:.0f} | "
+              f"{r['rest_mib']:.0f} | {r['seconds']:.0f} |")  # fmt: skip
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
-        per_pixel = (
-            (b["peak_rss_mib"] - a["peak_rss_mib"])
-            * 2**20
-            / ((b["output_mpix"] - a["output_mpix"]) * 1e6)
-        )
-        fixed = a["peak_rss_mib"] - per_pixel * a["output_mpix"] * 1e6 / 2**20
-        print(f"ratio {b['size']} / {a['size']}: {b['peak_rss_mib'] / a['peak_rss_mib']:.2f} "
-              f"(output pixels: {b['output_mpix'] / a['output_mpix']:.1f}x)")  # fmt: skip
-        print(f"fit: peak = {fixed:.0f} MiB + {per_pixel:.1f} bytes per output pixel")
+        print(f"ratio {b['size']} / {a['size']}: peak {b['peak_rss_mib'] / a['peak_rss_mib']:.2f} "
+              f"for {b['output_mpix'] / a['output_mpix']:.1f}x the output pixels; rest "
+              f"{a['rest_mib']:.0f} vs {b['rest_mib']:.0f} MiB")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

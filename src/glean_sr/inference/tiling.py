@@ -1,10 +1,13 @@
 """Tiled inference for fully convolutional models (Real-ESRGAN's RRDBNet): a photo of any size
 in a bounded amount of device memory, with no seam.
 
-The photo stays on the CPU as float32 pixels; the model sees one batch of windows at a time,
-each cut from the photo, and the results are blended into the output on the CPU. So the device
-holds ``batch_size`` windows and their activations whatever the photo's size, and the CPU holds
-the photo and its enlargement (12 bytes per output pixel for RGB) plus the same windows.
+The photo stays on the CPU as float32 pixels; the model sees one batch of windows of one row of
+tiles at a time, each cut from the photo, and the results are blended into a band of output
+rows on the CPU, which leaves as soon as no later tile touches it (:meth:`TiledRun.bands`;
+``glean-sr upscale`` writes it into the PNG at once). So the device holds ``batch_size``
+windows and their activations whatever the photo's size, and the CPU holds the photo and one
+band: ``(tile + 2 * (tile_pad // 2)) * scale`` output rows (12 bytes per RGB pixel), never the
+enlargement.
 
 The layout, along each axis (input pixels; ``T`` = ``tile``, ``P`` = ``tile_pad``):
 
