@@ -223,3 +223,19 @@ def test_upscale_never_holds_the_enlargement_whole(tmp_path):
         np.testing.assert_array_equal(np.asarray(result), expected)
     output_bytes = 2560 * 1920 * 3 * 4
     assert peak < output_bytes / 3, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_a_sub_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    Image.fromarray(data.chelsea()[:20, :20]).save(photos / "cat.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the sub-folder goes")
+    jobs, errors = collect_inputs([str(tmp_path / "photos")], recursive=True)
+    plan_outputs(jobs, out, "_x4", "png")
+    report = Reporter(len(jobs), errors, progress=False)
+    upscale_files(Upscaler(rrdb(4), device="cpu", tile=16), jobs, out, report)
+    err = capsys.readouterr().err
+    assert report.failed == 1 and "cannot create the output folder" in err
+    assert "the model failed" not in err and len(err.strip().splitlines()) == 1

@@ -253,14 +253,14 @@ def _guarded(job: Job, report: Reporter, debug: bool, work: Callable[[], T]) -> 
 
 def _write(data: Any, output: Path, overwrite: bool) -> list[str]:
     """Write ``data`` to ``output`` (its folder made first); the writer's notes."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(output.parent)
     return list(write_image(data, output, overwrite=overwrite))
 
 
 def _write_streamed(streamed: Any, output: Path, overwrite: bool) -> Any:
     """Write an :class:`~glean_sr.inference.upscaler.StreamedImage` as a PNG band by band;
     returns its record."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(output.parent)
     write_image_rows(
         output,
         streamed.bands,
